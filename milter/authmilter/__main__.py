@@ -1,0 +1,5 @@
+"""``python -m authmilter``."""
+
+from authmilter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""Configuration: a frozen dataclass tree loaded from TOML and validated at load.
+
+Every section is a dataclass below; its fields are the keys, their types and defaults are
+the schema, and ``metadata["check"]`` holds an extra validator. Unknown keys, wrong types
+and bad values are :class:`ConfigError` naming the file, the dotted key and the problem
+(with a "did you mean" hint for a misspelt key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from authmilter.errors import ConfigError
+
+DEFAULT_PATH = "/etc/authmilter/authmilter.toml"
+
+Check = Callable[[Any], str | None]  # returns a problem description or None
+
+
+def _check(fn: Check) -> dict[str, Check]:
+    return {"check": fn}
+
+
+def _one_of(*choices: str) -> dict[str, Check]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(map(repr, choices))}"
+
+    return _check(check)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _cidrs(values: Any) -> str | None:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            return f"{v!r} is not an address or CIDR network"
+    return None
+
+
+def _nameservers(values: Any) -> str | None:
+    from authmilter.dnsresolver import parse_nameserver  # noqa: PLC0415 (avoid import cycle)
+
+    for v in values:
+        try:
+            parse_nameserver(v)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _socket_spec(value: Any) -> str | None:
+    kind, sep, rest = value.partition(":")
+    if not sep or kind not in ("unix", "local", "inet", "inet6", "fd") or not rest:
+        return "must look like unix:/path, inet:PORT@HOST, inet6:PORT@HOST or fd:N"
+    if kind == "fd" and not rest.isdigit():
+        return "fd: needs a file descriptor number"
+    if kind in ("inet", "inet6"):
+        port = rest.partition("@")[0]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            return f"bad port {port!r}"
+    return None
+
+
+def _umask(value: Any) -> str | None:
+    try:
+        mask = int(value, 8)
+    except ValueError:
+        return "must be an octal string such as \"0007\""
+    return None if 0 <= mask <= 0o777 else "must be between 0000 and 0777"
+
+
+def _ar_token(value: Any) -> str | None:
+    if value and not all(c.isalnum() or c in "-._" for c in value):
+        return "may only contain letters, digits, '-', '.' and '_'"
+    return None
+
+
+def _canonicalization(value: Any) -> str | None:
+    parts = value.split("/")
+    if len(parts) > 2 or any(p not in ("relaxed", "simple") for p in parts):
+        return "must be header/body, each 'relaxed' or 'simple', e.g. \"relaxed/relaxed\""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MilterConfig:
+    """[milter]: the socket and the daemon."""
+
+    socket: str = field(
+        default="unix:/var/spool/postfix/authmilter/authmilter.sock", metadata=_check(_socket_spec)
+    )
+    authserv_id: str = field(default="", metadata=_check(_ar_token))  # "" = host name
+    user: str = ""  # drop privileges to this user after opening the socket ("" = stay)
+    group: str = ""  # and this group ("" = the user's primary group)
+    umask: str = field(default="0007", metadata=_check(_umask))
+    timeout: int = field(default=600, metadata=_check(_positive))  # libmilter I/O timeout, s
+    on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
+    log_level: str = field(
+        default="info", metadata=_one_of("debug", "info", "warning", "error")
+    )
+    log_target: str = field(default="stderr", metadata=_one_of("stderr", "syslog"))
+    syslog_facility: str = "mail"
+
+    def effective_authserv_id(self) -> str:
+        """The configured authserv-id, or this host's name."""
+        return self.authserv_id or socket.getfqdn() or "localhost"
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """[dns]: the shared resolver."""
+
+    nameservers: tuple[str, ...] = field(default=(), metadata=_check(_nameservers))
+    timeout: float = field(default=5.0, metadata=_check(_positive))  # per query, seconds
+    cache_size: int = field(default=20000, metadata=_check(_non_negative))
+
+
+@dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """[trust]: who is "us" (signed, not checked as inbound)."""
+
+    internal_hosts: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128"), metadata=_check(_cidrs)
+    )
+    authenticated: bool = True  # SASL-authenticated clients ({auth_authen}) are internal
+    daemon_names: tuple[str, ...] = ()  # {daemon_name} values treated as internal
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The parsed internal networks."""
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.internal_hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class SpfConfig:
+    """[spf]: RFC 7208 at MAIL FROM."""
+
+    enabled: bool = True
+    helo: bool = False  # also check the HELO identity when MAIL FROM is not null
+    time_budget: float = field(default=8.0, metadata=_check(_positive))  # per check, seconds
+    reject_fail_at_rcpt: bool = False  # 550 5.7.23 at RCPT for fail (policyd-spf style)
+    reject_fail_unless_dkim: bool = False  # 550 5.7.23 at end of data unless aligned DKIM passes
+    received_spf_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    """[dkim]: verification."""
+
+    verify: bool = True
+    max_signatures: int = field(default=5, metadata=_check(_positive))
+    min_key_bits: int = field(default=1024, metadata=_check(_positive))
+    max_body_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_positive))
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcConfig:
+    """[dmarc]: RFC 9989 evaluation and enforcement."""
+
+    enabled: bool = True
+    org_domain: str = field(default="treewalk", metadata=_one_of("treewalk", "psl"))
+    psl_file: str = "/usr/share/publicsuffix/public_suffix_list.dat"
+    reject: bool = True  # honour p=reject
+    quarantine: str = field(default="hold", metadata=_one_of("hold", "header", "none"))
+    quarantine_header: str = "X-Authmilter-Quarantine"  # used when quarantine = "header"
+    reject_text: str = "DMARC policy of {domain} rejects this message"
+    tempfail_on_temperror: bool = True  # a verdict that depends on DNS trouble is 451
+    multiple_from: str = field(default="reject", metadata=_one_of("reject", "strictest"))
+    missing_from: str = field(default="reject", metadata=_one_of("reject", "accept"))
+    unparseable_from: str = field(default="reject", metadata=_one_of("reject", "accept"))
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """[[signing.keys]]: one signing key in TOML form (the same data as a KeyTable line)."""
+
+    domain: str
+    selector: str
+    key_file: str
+    signers: tuple[str, ...] = ()  # SigningTable patterns; empty = "*@domain"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningConfig:
+    """[signing]: outbound DKIM."""
+
+    enabled: bool = True
+    key_table: str = ""  # opendkim KeyTable file
+    signing_table: str = ""  # opendkim SigningTable file ("refile:" prefix allowed)
+    keys: tuple[KeySpec, ...] = ()
+    canonicalization: str = field(default="relaxed/relaxed", metadata=_check(_canonicalization))
+    headers: tuple[str, ...] = ()  # empty = the built-in opendkim-like list
+    oversign_headers: tuple[str, ...] = ("From",)
+    expire: int = field(default=0, metadata=_check(_non_negative))  # x= after N s; 0 = none
+    subdomains: bool = False  # sign for subdomains of a table domain
+    require_safe_keys: bool = True  # refuse keys readable by group/other (0640 root:group ok)
+    sender_login_map: str = ""  # smtpd_sender_login_maps-style file; "" = off
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    spf: SpfConfig = field(default_factory=SpfConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    dmarc: DmarcConfig = field(default_factory=DmarcConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    path: str = field(default="", metadata={"internal": True})  # where it was loaded from
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file."""
+    path = str(path)
+    try:
+        with Path(path).open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:
+    """Validate a parsed TOML document."""
+    cfg = _build(Config, data, path, "")
+    return _replace_path(cfg, path)
+
+
+def _replace_path(cfg: Config, path: str) -> Config:
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(cfg, path=path)
+
+
+def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "(top level)"
+    if not isinstance(data, dict):
+        raise ConfigError.at(path, where, f"must be a table, not {_tname(data)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        key = unknown[0]
+        hint = difflib.get_close_matches(key, known, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError.at(path, prefix + key, f"unknown key{extra}")
+    values: dict[str, Any] = {}
+    for name, f in known.items():
+        key = prefix + name
+        if name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError.at(path, key, "is required")
+            continue
+        value = _convert(hints[name], data[name], path, key)
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError.at(path, key, problem)
+        values[name] = value
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, path: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        return _build(tp, value, path, key + ".")
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError.at(path, key, f"must be a list, not {_tname(value)}")
+        return tuple(_convert(item_tp, v, path, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError("unions are not used in config")  # pragma: no cover
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError.at(path, key, f"must be a number, not {_tname(value)}")
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError.at(path, key, f"must be {_tname_of(tp)}, not {_tname(value)}")
+    return value
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _tname_of(tp: Any) -> str:
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(tp, str(tp))

@@ -1,0 +1,117 @@
+"""The immutable transaction the checks work on: envelope, raw header fields, body.
+
+Nothing here does I/O. The adapter builds an :class:`Envelope` by MAIL FROM time (SPF runs
+on it) and a :class:`Transaction` at end of message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+CRLF = b"\r\n"
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Normalise any mix of LF / CRLF line ends to CRLF."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field exactly as received.
+
+    ``value`` is the raw bytes after the colon: the leading space is kept and folded
+    continuation lines are separated by CRLF (the adapter normalises LF to CRLF).
+    """
+
+    name: str
+    value: bytes
+
+    def raw(self) -> bytes:
+        """The field as it stands in the message, with its terminating CRLF."""
+        return self.name.encode("ascii", "surrogateescape") + b":" + self.value + CRLF
+
+    def text(self) -> str:
+        """The unfolded value as text (UTF-8, undecodable bytes kept as surrogates), stripped."""
+        unfolded = self.value.replace(b"\r\n", b"").replace(b"\n", b"")
+        return unfolded.decode("utf-8", "surrogateescape").strip()
+
+    def is_named(self, name: str) -> bool:
+        """Case-insensitive field name comparison."""
+        return self.name.lower() == name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What is known by MAIL FROM / RCPT TO time."""
+
+    client_ip: IPAddress | None = None
+    client_name: str = ""
+    helo: str = ""
+    mail_from: str = ""  # without angle brackets; "" is the null reverse-path
+    rcpt_to: tuple[str, ...] = ()
+    auth_user: str | None = None  # {auth_authen}
+    daemon_name: str = ""  # {daemon_name}
+    queue_id: str = ""  # {i}
+    mta_name: str = ""  # {j}
+
+    @property
+    def mail_from_domain(self) -> str:
+        """Domain part of MAIL FROM, lower-case; "" for the null sender or no domain."""
+        addr = self.mail_from
+        if "@" not in addr:
+            return ""
+        return addr.rsplit("@", 1)[1].strip().rstrip(".").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One message: envelope, header fields in order, body (CRLF line ends)."""
+
+    envelope: Envelope = field(default_factory=Envelope)
+    headers: tuple[HeaderField, ...] = ()
+    body: bytes = b""
+
+    def get_all(self, name: str) -> tuple[HeaderField, ...]:
+        """All fields with this name, in message order."""
+        return tuple(h for h in self.headers if h.is_named(name))
+
+    def raw_headers(self) -> bytes:
+        """The header block, byte for byte, without the blank separator line."""
+        return b"".join(h.raw() for h in self.headers)
+
+    def raw_message(self) -> bytes:
+        """Header block, blank line and body: what DKIM hashes."""
+        return self.raw_headers() + CRLF + self.body
+
+
+def parse_message(data: bytes, envelope: Envelope | None = None) -> Transaction:
+    """Split a raw RFC 5322 message (LF or CRLF line ends) into a Transaction.
+
+    Used by ``authmilter test`` and by tests. Lines that are neither a field nor a
+    continuation end the header block (as an MTA would treat them: start of body).
+    """
+    data = to_crlf(data)
+    if data.startswith(CRLF):
+        return Transaction(envelope=envelope or Envelope(), body=data[2:])
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(CRLF)
+    if not sep and lines[-1] == b"":
+        lines.pop()
+    headers: list[HeaderField] = []
+    for i, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t") and headers:
+            last = headers[-1]
+            headers[-1] = HeaderField(last.name, last.value + CRLF + line)
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            # Not a header line: from here on it is body, as an MTA would see it.
+            rest = CRLF.join(lines[i:]) + CRLF
+            body = rest + (CRLF + body if sep else b"")
+            break
+        headers.append(HeaderField(name.decode("ascii", "surrogateescape"), value))
+    return Transaction(envelope=envelope or Envelope(), headers=tuple(headers), body=body)

@@ -1,0 +1,150 @@
+"""Typed results of the checks, in RFC 8601 vocabulary, and the policy's Decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Result(StrEnum):
+    """RFC 8601 result words (section 2.7)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True, slots=True)
+class SpfResult:
+    """Outcome of one SPF check (RFC 7208)."""
+
+    result: Result
+    identity: str = "mailfrom"  # "mailfrom" | "helo"
+    domain: str = ""  # the domain that was checked
+    sender: str = ""  # the full identity (postmaster@helo for HELO)
+    reason: str = ""  # explanation or error text, for comments and logs
+    mechanism: str = ""  # matching mechanism, e.g. "-all"
+    received_spf: str = ""  # value of a Received-SPF header, when one is wanted
+
+
+@dataclass(frozen=True, slots=True)
+class DkimResult:
+    """Outcome of verifying one DKIM-Signature field (RFC 6376)."""
+
+    result: Result
+    domain: str = ""  # d=
+    selector: str = ""  # s=
+    algorithm: str = ""  # a=
+    identity: str = ""  # i=
+    header_b: str = ""  # first characters of b=, to tell signatures apart (RFC 6008)
+    reason: str = ""
+    key_bits: int = 0
+    body_length: int | None = None  # l=, when the signature covers only part of the body
+
+
+class Disposition(StrEnum):
+    """What DMARC asks for (the policy that applies), before local policy."""
+
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcResult:
+    """Outcome of DMARC evaluation (RFC 9989)."""
+
+    result: Result  # pass | fail | none | temperror | permerror
+    from_domain: str = ""
+    policy: Disposition = Disposition.NONE  # requested policy that applies to this message
+    org_domain: str = ""
+    policy_domain: str = ""  # where the record was found
+    testing: bool = False  # t=y (or pct sampling in psl mode): never enforce
+    dkim_aligned: bool = False
+    spf_aligned: bool = False
+    reason: str = ""
+
+
+class FromStatus(StrEnum):
+    """How the RFC 5322.From field parsed."""
+
+    OK = "ok"
+    MISSING = "missing"
+    MULTIPLE_FIELDS = "multiple-fields"
+    MULTIPLE_ADDRESSES = "multiple-addresses"
+    UNPARSEABLE = "unparseable"
+
+
+@dataclass(frozen=True, slots=True)
+class FromField:
+    """The author domain(s) found in From, in A-label lower-case form."""
+
+    status: FromStatus
+    domains: tuple[str, ...] = ()  # every distinct domain found (one when status is OK)
+    reason: str = ""
+
+    @property
+    def domain(self) -> str:
+        """The single author domain, or "" when there is not exactly one."""
+        return self.domains[0] if len(self.domains) == 1 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResults:
+    """Everything the checks found about one message."""
+
+    spf: SpfResult | None = None
+    helo_spf: SpfResult | None = None
+    dkim: tuple[DkimResult, ...] = ()
+    dmarc: DmarcResult | None = None
+    from_field: FromField | None = None
+    trusted: str = ""  # why inbound checks were skipped ("auth", "internal"), or ""
+
+
+class Action(StrEnum):
+    """What the milter tells the MTA at end of message (or earlier)."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+    QUARANTINE = "quarantine"
+    DISCARD = "discard"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: 4xx goes with tempfail, 5xx with reject (checked here)."""
+
+    code: int
+    status: str  # enhanced status code, e.g. "5.7.26"
+    text: str
+
+    def __post_init__(self) -> None:
+        if not (400 <= self.code < 600) or self.status[:1] != str(self.code)[0]:
+            raise ValueError(f"inconsistent SMTP reply {self.code} {self.status}")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdit:
+    """Insert a field (``index`` 0 = top) or remove the ``index``-th (1-based) field of a name."""
+
+    name: str
+    value: str | None = None  # None: remove
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What policy wants done; only the adapter turns this into libmilter calls."""
+
+    action: Action = Action.ACCEPT
+    reply: Reply | None = None
+    add_headers: tuple[HeaderEdit, ...] = ()
+    remove_headers: tuple[HeaderEdit, ...] = ()
+    quarantine_reason: str = ""
+    log: tuple[tuple[str, str], ...] = field(default=())  # extra key=value pairs for the log line

@@ -1,0 +1,1 @@
+"""Outbound DKIM: key tables, key loading, signing, sender authorisation, key generation."""
