@@ -1,0 +1,239 @@
+"""The engine: runs the checks in a fixed order, asks the policy, assembles the Decision.
+
+An :class:`Engine` is immutable and shared by every connection; a reload builds a new one.
+It is built by :func:`build_engine` (the daemon's composition root) or directly in tests
+with a StaticResolver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from authmilter import headers, policy
+from authmilter.checks.dkim_verify import verify_dkim
+from authmilter.checks.dmarc import evaluate_dmarc
+from authmilter.checks.fromfield import parse_from
+from authmilter.checks.spf import check_helo, check_spf
+from authmilter.config import Config
+from authmilter.dnsresolver import DnspythonResolver, Resolver
+from authmilter.model import Envelope, Transaction
+from authmilter.psl import PublicSuffixList
+from authmilter.results import (
+    Action,
+    AuthResults,
+    Decision,
+    FromStatus,
+    HeaderEdit,
+    Reply,
+    Result,
+    SpfResult,
+)
+from authmilter.signing.loginmap import LoginMap
+from authmilter.signing.signer import Signer
+
+log = logging.getLogger(__name__)
+
+AR_NAME = "Authentication-Results"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Everything a message needs, built once: config, resolver, keys, PSL, login map."""
+
+    config: Config
+    resolver: Resolver
+    signer: Signer | None = None
+    psl: PublicSuffixList | None = None
+    login_map: LoginMap | None = None
+    authserv_id: str = ""
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if not self.authserv_id:
+            object.__setattr__(self, "authserv_id", self.config.milter.effective_authserv_id())
+        object.__setattr__(self, "networks", self.config.trust.networks())
+
+    # ------------------------------------------------------------------ trust
+
+    def trust_reason(self, env: Envelope) -> str:
+        """Why this sender is "us" (``auth``, ``internal``, ``daemon``), or "" for inbound mail."""
+        trust = self.config.trust
+        if trust.authenticated and env.auth_user:
+            return "auth"
+        if env.client_ip is not None and any(_in_network(env.client_ip, n) for n in self.networks):
+            return "internal"
+        if env.daemon_name and env.daemon_name in trust.daemon_names:
+            return "daemon"
+        return ""
+
+    # ------------------------------------------------------------------ stages
+
+    def check_envelope(self, env: Envelope) -> SpfResult | None:
+        """SPF at MAIL FROM time; None when SPF does not apply (disabled or trusted sender)."""
+        if not self.config.spf.enabled or self.trust_reason(env):
+            return None
+        return check_spf(env, self.resolver, self.config.spf, receiver=self.authserv_id)
+
+    def check_recipient(self, env: Envelope, spf: SpfResult | None) -> Decision | None:
+        """A reject at RCPT TO, when configured for SPF fail."""
+        verdict = policy.rcpt_verdict(spf.result if spf else None, env.mail_from_domain, self.config)
+        if verdict is None:
+            return None
+        return Decision(verdict.action, verdict.reply, log=(("why", verdict.why),))
+
+    def authenticate(self, tx: Transaction, spf: SpfResult | None = None) -> AuthResults:
+        """Run the inbound checks (or note why they are skipped). Pure but for DNS."""
+        env = tx.envelope
+        trusted = self.trust_reason(env)
+        from_field = parse_from(tx)
+        if trusted:
+            return AuthResults(from_field=from_field, trusted=trusted)
+        cfg = self.config
+        if spf is None and cfg.spf.enabled:
+            spf = check_spf(env, self.resolver, cfg.spf, receiver=self.authserv_id)
+        helo_spf = None
+        if cfg.spf.enabled and cfg.spf.helo and env.mail_from and env.helo:
+            helo_spf = check_helo(env, self.resolver, cfg.spf, receiver=self.authserv_id)
+        dkim = verify_dkim(tx, self.resolver, cfg.dkim) if cfg.dkim.verify else ()
+        dmarc = None
+        if cfg.dmarc.enabled:
+            dmarc = evaluate_dmarc(from_field, spf, dkim, self.resolver, cfg.dmarc, self.psl)
+        return AuthResults(spf=spf, helo_spf=helo_spf, dkim=dkim, dmarc=dmarc,
+                           from_field=from_field)
+
+    def process(self, tx: Transaction, spf: SpfResult | None = None) -> Decision:
+        """End of message: results, policy, header edits, signatures."""
+        return self.evaluate(tx, spf)[1]
+
+    def evaluate(
+        self, tx: Transaction, spf: SpfResult | None = None
+    ) -> tuple[AuthResults, Decision]:
+        """Like :meth:`process`, also returning the check results (for ``authmilter test``)."""
+        results = self.authenticate(tx, spf)
+        return results, self._decide(tx, results)
+
+    def _decide(self, tx: Transaction, results: AuthResults) -> Decision:
+        removals = tuple(
+            HeaderEdit(AR_NAME, None, index)
+            for index in sorted(headers.find_forged(tx.headers, self.authserv_id), reverse=True)
+        )
+        if results.trusted:
+            return self._outbound(tx, results, removals)
+        verdict = policy.decide(results, self.config)
+        adds = [HeaderEdit(AR_NAME, headers.render_authentication_results(
+            self.authserv_id, results, tx.envelope), 0)]
+        if results.spf is not None and self.config.spf.received_spf_header:
+            received = headers.render_received_spf(results.spf)
+            if received:
+                adds.append(HeaderEdit("Received-SPF", received, 0))
+        if verdict.quarantine_header:
+            domain = results.dmarc.from_domain if results.dmarc else ""
+            adds.append(HeaderEdit(self.config.dmarc.quarantine_header,
+                                   f"DMARC policy of {domain} asks for quarantine", 0))
+        return Decision(
+            action=verdict.action,
+            reply=verdict.reply,
+            add_headers=tuple(adds),
+            remove_headers=removals,
+            quarantine_reason=verdict.why if verdict.action == Action.QUARANTINE else "",
+            log=summarise(results) + ((("why", verdict.why),) if verdict.why else ()),
+        )
+
+    def _outbound(
+        self, tx: Transaction, results: AuthResults, removals: tuple[HeaderEdit, ...]
+    ) -> Decision:
+        env = tx.envelope
+        refusal = self._check_sender_login(tx, results)
+        if refusal is not None:
+            return Decision(Action.REJECT, refusal, log=(("why", "sender-login-mismatch"),))
+        adds = [HeaderEdit(AR_NAME, headers.render_authentication_results(
+            self.authserv_id, results, env), 0)]
+        signatures: tuple[HeaderEdit, ...] = ()
+        if self.signer is not None and self.signer.has_keys and self.config.signing.enabled:
+            signatures = self.signer.sign(tx)
+        return Decision(
+            action=Action.ACCEPT,
+            add_headers=tuple(adds) + signatures,
+            remove_headers=removals,
+            log=summarise(results) + (("signed", str(len(signatures))),),
+        )
+
+    def _check_sender_login(self, tx: Transaction, results: AuthResults) -> Reply | None:
+        env = tx.envelope
+        if self.login_map is None or not env.auth_user:
+            return None
+        ff = results.from_field
+        addresses = [env.mail_from] if env.mail_from else []
+        if ff is not None and ff.status != FromStatus.OK:
+            return Reply(553, "5.7.1", "the From field must hold exactly one address")
+        from_addrs = _from_addresses(tx)
+        for addr in addresses + from_addrs:
+            if not self.login_map.allowed(env.auth_user, addr):
+                return Reply(553, "5.7.1", f"sender address {addr} is not owned by user "
+                                           f"{env.auth_user}")
+        return None
+
+
+def _from_addresses(tx: Transaction) -> list[str]:
+    from authmilter.checks.fromfield import from_addresses  # noqa: PLC0415
+
+    return from_addresses(tx)
+
+
+def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    if ip.version != net.version:
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return mapped is not None and mapped in net
+    return ip in net
+
+
+def summarise(results: AuthResults) -> tuple[tuple[str, str], ...]:
+    """key=value pairs for the one log line per message."""
+    out: list[tuple[str, str]] = []
+    if results.trusted:
+        out.append(("trusted", results.trusted))
+    if results.spf is not None:
+        out.append(("spf", f"{results.spf.result.value}({results.spf.identity}:"
+                           f"{results.spf.domain})"))
+    for d in results.dkim:
+        out.append(("dkim", f"{d.result.value}(d={d.domain} s={d.selector})"))
+    if results.dmarc is not None:
+        dm = results.dmarc
+        out.append(("dmarc", f"{dm.result.value}(from={dm.from_domain} p={dm.policy.value}"
+                             f"{' t=y' if dm.testing else ''})"))
+    elif results.from_field is not None and results.from_field.status != FromStatus.OK:
+        out.append(("from", results.from_field.status.value))
+    return tuple(out)
+
+
+def build_engine(cfg: Config) -> Engine:
+    """Composition root for one engine: resolver, PSL, keys, login map (ConfigError on trouble)."""
+    resolver = DnspythonResolver(cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size)
+    return build_engine_with(cfg, resolver)
+
+
+def build_engine_with(cfg: Config, resolver: Resolver) -> Engine:
+    """The same with a given resolver (``authmilter test --zone``, tests)."""
+    config_dir = str(Path(cfg.path).parent) if cfg.path else "."
+    psl = None
+    if cfg.dmarc.enabled and cfg.dmarc.org_domain == "psl":
+        psl = PublicSuffixList.load(cfg.dmarc.psl_file)
+    signer = Signer.from_config(cfg.signing, config_dir) if cfg.signing.enabled else None
+    login_map = None
+    if cfg.signing.sender_login_map:
+        login_map = LoginMap.load(_resolve(config_dir, cfg.signing.sender_login_map))
+    return Engine(config=cfg, resolver=resolver, signer=signer, psl=psl, login_map=login_map)
+
+
+def _resolve(base: str, path: str) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else Path(base) / p)
+
+
+__all__ = ["Engine", "Result", "build_engine", "build_engine_with"]
