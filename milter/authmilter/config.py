@@ -286,7 +286,7 @@ def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
 
 def _convert(tp: Any, value: Any, path: str, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         return _build(tp, value, path, key + ".")
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)

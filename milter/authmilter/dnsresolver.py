@@ -46,11 +46,11 @@ class Answer:
 
     def txt(self) -> list[bytes]:
         """TXT records, each with its character-strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
-        return [b"".join(r) for r in self.records if isinstance(r, tuple) and _is_txt(r)]
-
-
-def _is_txt(value: tuple[object, ...]) -> bool:
-    return all(isinstance(part, bytes) for part in value)
+        out = []
+        for record in self.records:
+            if isinstance(record, tuple) and all(isinstance(p, bytes) for p in record):
+                out.append(b"".join(p for p in record if isinstance(p, bytes)))
+        return out
 
 
 def normalise_name(name: str | bytes) -> str:

@@ -1,0 +1,165 @@
+"""The libmilter adapter driven by a fake context: bytes in, header edits and replies out."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import Milter
+import pytest
+
+from authmilter.config import from_dict
+from authmilter.dnsresolver import StaticResolver
+from authmilter.engine import Engine
+from authmilter.milter_adapter import AuthMilter
+from tests.testkeys import dkim_record, sign, simple_message
+
+
+class FakeCtx:
+    """Records what the adapter asks of libmilter."""
+
+    def __init__(self, macros: dict[str, str] | None = None) -> None:
+        self.macros = macros or {}
+        self.priv: Any = None
+        self.reply: tuple[str, ...] | None = None
+        self.added: list[tuple[str, str, int]] = []
+        self.changed: list[tuple[str, int, str | None]] = []
+        self.quarantined: str | None = None
+
+    def getpriv(self) -> Any:
+        return self.priv
+
+    def setpriv(self, priv: Any) -> None:
+        self.priv = priv
+
+    def getsymval(self, name: str) -> str | None:
+        return self.macros.get(name)
+
+    def setreply(self, rcode: str, xcode: str, *msg: str) -> None:
+        self.reply = (rcode, xcode, *msg)
+
+    def addheader(self, name: str, value: str, idx: int) -> None:
+        self.added.append((name, value, idx))
+
+    def chgheader(self, name: str, idx: int, value: str | None) -> None:
+        self.changed.append((name, idx, value))
+
+    def quarantine(self, reason: str) -> None:
+        self.quarantined = reason
+
+
+def make_engine(**conf: dict[str, object]) -> Engine:
+    resolver = StaticResolver({
+        ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
+        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
+        ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
+    })
+    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []},
+                     **conf})
+    return Engine(cfg, resolver)
+
+
+def feed(message: bytes, ip: str = "192.0.2.25", macros: dict[str, str] | None = None,
+         engine: Engine | None = None, mail_from: str = "<alice@example.com>",
+         split_body: int = 7) -> tuple[FakeCtx, int]:
+    eng = engine or make_engine()
+    ctx = FakeCtx(macros)
+    m = AuthMilter(lambda: eng, 1)
+    m._setctx(ctx)
+    m._protocol = 0
+    assert m.connect("client.example", socket.AF_INET, (ip, 4711)) == Milter.CONTINUE
+    m.hello("mail.example.com")
+    assert m.envfrom(mail_from) == Milter.CONTINUE
+    rc = m.envrcpt("<bob@example.org>")
+    if rc != Milter.CONTINUE:
+        return ctx, rc
+    head, _, body = message.replace(b"\r\n", b"\n").partition(b"\n\n")
+    # Postfix hands values without the colon, with leading space (HDR_LEADSPC), LF folds
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            name, value = pending
+            pending = (name, value + b"\n" + line)
+            continue
+        if "pending" in locals():
+            m.header_bytes(*pending)
+        name, _, value = line.partition(b":")
+        pending = (name.decode(), value)
+    m.header_bytes(*pending)
+    m.eoh()
+    body = body.replace(b"\n", b"\r\n")
+    for i in range(0, len(body), split_body):
+        m.body(body[i:i + split_body])
+    return ctx, m.eom()
+
+
+def test_signed_message_gets_one_authentication_results_at_top() -> None:
+    msg = sign(simple_message(extra="X-Folded: one\n two\n"), "example.com", "rsa")
+    ctx, rc = feed(msg)
+    assert rc == Milter.ACCEPT
+    assert len(ctx.added) == 1
+    name, value, idx = ctx.added[0]
+    assert (name, idx) == ("Authentication-Results", 0)
+    assert "dkim=pass" in value and "dmarc=pass" in value and "\r" not in value
+
+
+def test_spoof_is_rejected_with_5_7_26() -> None:
+    ctx, rc = feed(simple_message(), ip="203.0.113.9")
+    assert rc == Milter.REJECT
+    assert ctx.reply is not None and ctx.reply[:2] == ("550", "5.7.26")
+    assert ctx.added == []
+
+
+def test_forged_ar_removed_highest_index_first() -> None:
+    msg = simple_message(extra="Authentication-Results: mx.test; dkim=pass\n"
+                               "Authentication-Results: mx.test; spf=pass\n")
+    ctx, rc = feed(sign(msg, "example.com", "rsa"))
+    assert rc == Milter.ACCEPT
+    assert ctx.changed == [("Authentication-Results", 2, None),
+                           ("Authentication-Results", 1, None)]
+
+
+def test_percent_in_reply_text_is_doubled() -> None:
+    eng = make_engine(dmarc={"reject_text": "100% rejected for {domain}"})
+    ctx, rc = feed(simple_message(), ip="203.0.113.9", engine=eng)
+    assert rc == Milter.REJECT
+    assert ctx.reply is not None and ctx.reply[2] == "100%% rejected for example.com"
+
+
+def test_internal_error_is_tempfail_and_logged(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    eng = make_engine()
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Engine, "process", boom)
+    ctx, rc = feed(simple_message(), engine=eng)
+    assert rc == Milter.TEMPFAIL
+    assert ctx.reply is not None and ctx.reply[:2] == ("451", "4.3.0")
+    assert "internal error in eom" in caplog.text
+
+
+def test_on_error_accept(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = make_engine(milter={"authserv_id": "mx.test", "on_error": "accept"})
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Engine, "process", boom)
+    _, rc = feed(simple_message(), engine=eng)
+    assert rc == Milter.ACCEPT
+
+
+def test_authenticated_sender_accepted() -> None:
+    ctx, rc = feed(simple_message(), ip="203.0.113.9", macros={"{auth_authen}": "alice"})
+    assert rc == Milter.ACCEPT
+    assert "smtp.auth=alice" in ctx.added[0][1]
+
+
+def test_quarantine_action() -> None:
+    resolver = StaticResolver({("_dmarc.example.net", "TXT"): ["v=DMARC1; p=quarantine"]})
+    eng = Engine(make_engine().config, resolver)
+    ctx, rc = feed(simple_message(from_addr="a@example.net"), ip="203.0.113.9", engine=eng,
+                   mail_from="<a@example.net>")
+    assert rc == Milter.ACCEPT
+    assert ctx.quarantined

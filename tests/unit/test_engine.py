@@ -1,0 +1,144 @@
+"""The engine end to end over a StaticResolver: the verdicts the issue names."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from authmilter.config import from_dict
+from authmilter.dnsresolver import StaticResolver
+from authmilter.engine import Engine
+from authmilter.model import Envelope, parse_message
+from authmilter.results import Action, Decision, Result
+from tests.testkeys import dkim_record, sign, simple_message
+
+GOOD_IP = ipaddress.ip_address("192.0.2.25")
+BAD_IP = ipaddress.ip_address("203.0.113.9")
+
+
+def zone(**overrides: str) -> StaticResolver:
+    records = {
+        ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
+        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
+        ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
+        ("ed._domainkey.example.com", "TXT"): [dkim_record("ed25519")],
+        ("example.com", "A"): ["192.0.2.25"],
+    }
+    resolver = StaticResolver(records, temperror=overrides.get("temperror", "").split())
+    return resolver
+
+
+def engine(resolver: StaticResolver | None = None, **conf: dict[str, object]) -> Engine:
+    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []},
+                     **conf})
+    return Engine(cfg, resolver or zone())
+
+
+def run(eng: Engine, message: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address = GOOD_IP,
+        mail_from: str = "alice@example.com", auth: str | None = None) -> Decision:
+    env = Envelope(client_ip=ip, helo="mail.example.com", mail_from=mail_from, auth_user=auth,
+                   rcpt_to=("bob@example.org",))
+    tx = parse_message(message, env)
+    return eng.process(tx, eng.check_envelope(env))
+
+
+def ar(decision: Decision) -> str:
+    values = [h.value for h in decision.add_headers if h.name == "Authentication-Results"]
+    assert len(values) == 1
+    assert values[0] is not None
+    return values[0]
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_signed_message_passes(kind: str) -> None:
+    msg = sign(simple_message(), "example.com", "rsa" if kind == "rsa" else "ed", kind)
+    d = run(engine(), msg)
+    assert d.action == Action.ACCEPT and d.reply is None
+    header = ar(d)
+    assert header.startswith("mx.test;")
+    assert "dkim=pass" in header and "dmarc=pass" in header and "spf=pass" in header
+
+
+def test_both_signatures_in_one_message_pass() -> None:
+    msg = sign(sign(simple_message(), "example.com", "rsa"), "example.com", "ed", "ed25519")
+    eng = engine()
+    env = Envelope(client_ip=GOOD_IP, mail_from="alice@example.com")
+    results = eng.authenticate(parse_message(msg, env))
+    assert [r.result for r in results.dkim] == [Result.PASS, Result.PASS]
+    assert [r.algorithm for r in results.dkim] == ["ed25519-sha256", "rsa-sha256"]
+
+
+def test_modified_body_fails_and_spoof_from_elsewhere_is_rejected() -> None:
+    msg = sign(simple_message(), "example.com", "rsa").replace(b"Hello.", b"Hullo.")
+    d = run(engine(), msg, ip=BAD_IP)
+    assert d.action == Action.REJECT
+    assert d.reply is not None and (d.reply.code, d.reply.status) == (550, "5.7.26")
+    assert "example.com" in d.reply.text
+
+
+def test_unsigned_spoof_of_reject_domain_is_rejected() -> None:
+    d = run(engine(), simple_message(), ip=BAD_IP, mail_from="spoof@attacker.example")
+    assert d.action == Action.REJECT and d.reply is not None and d.reply.status == "5.7.26"
+
+
+def test_key_lookup_timeout_under_reject_is_tempfail_not_reject() -> None:
+    msg = sign(simple_message(), "example.com", "rsa")
+    eng = engine(zone(temperror="rsa._domainkey.example.com"))
+    env = Envelope(client_ip=BAD_IP, mail_from="alice@example.com")
+    results = eng.authenticate(parse_message(msg, env))
+    assert results.dkim[0].result == Result.TEMPERROR
+    assert results.dmarc is not None and results.dmarc.result == Result.TEMPERROR
+    d = run(eng, msg, ip=BAD_IP)
+    assert d.action == Action.TEMPFAIL
+    assert d.reply is not None and d.reply.code == 451
+
+
+def test_two_from_fields_never_pass() -> None:
+    msg = sign(simple_message(extra="From: Mallory <m@evil.example>\n"), "example.com", "rsa")
+    d = run(engine(), msg)
+    assert d.action == Action.REJECT
+    d2 = run(engine(dmarc={"multiple_from": "strictest"}), msg)
+    assert d2.action != Action.ACCEPT or "dmarc=pass" not in ar(d2)
+
+
+def test_sasl_user_is_not_dmarc_checked_or_rejected() -> None:
+    d = run(engine(), simple_message(), ip=BAD_IP, auth="alice")
+    assert d.action == Action.ACCEPT
+    header = ar(d)
+    assert "dmarc=" not in header and "smtp.auth=alice" in header
+
+
+def test_internal_host_is_not_checked() -> None:
+    eng = Engine(from_dict({"trust": {"internal_hosts": ["203.0.113.0/24"]}}), zone())
+    d = run(eng, simple_message(), ip=BAD_IP, mail_from="spoof@attacker.example")
+    assert d.action == Action.ACCEPT
+
+
+def test_forged_authentication_results_are_removed() -> None:
+    msg = simple_message(extra="Authentication-Results: MX.TEST; dkim=pass header.d=example.com\n"
+                               "Authentication-Results: other.example; spf=pass\n"
+                               "Authentication-Results: mx.test; garbage (((\n")
+    d = run(engine(), sign(msg, "example.com", "rsa"))
+    assert sorted(e.index for e in d.remove_headers) == [1, 3]
+    assert all(e.name == "Authentication-Results" for e in d.remove_headers)
+
+
+def test_quarantine_hold_and_header() -> None:
+    resolver = zone()
+    resolver.add("_dmarc.example.net", "TXT", "v=DMARC1; p=quarantine")
+    msg = simple_message(from_addr="a@example.net")
+    d = run(engine(resolver), msg, ip=BAD_IP, mail_from="a@example.net")
+    assert d.action == Action.QUARANTINE and d.quarantine_reason
+    d = run(engine(resolver, dmarc={"quarantine": "header"}), msg, ip=BAD_IP,
+            mail_from="a@example.net")
+    assert d.action == Action.ACCEPT
+    assert any(h.name == "X-Authmilter-Quarantine" for h in d.add_headers)
+
+
+def test_headers_are_safe_for_libmilter() -> None:
+    msg = sign(simple_message(), "example.com", "rsa")
+    for h in run(engine(), msg).add_headers:
+        assert h.value is not None and "\r" not in h.value
+        for line in h.value.split("\n")[1:]:
+            assert line[:1] in (" ", "\t")
