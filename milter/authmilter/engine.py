@@ -25,6 +25,7 @@ from authmilter.results import (
     Action,
     AuthResults,
     Decision,
+    Disposition,
     FromStatus,
     HeaderEdit,
     Reply,
@@ -36,7 +37,7 @@ from authmilter.signing.signer import Signer
 
 log = logging.getLogger(__name__)
 
-AR_NAME = "Authentication-Results"
+AR_NAME = headers.AR_NAME
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,12 @@ class Engine:
         if results.trusted:
             return self._outbound(tx, results, removals)
         verdict = policy.decide(results, self.config)
+        disposition = None
+        if results.dmarc is not None and results.dmarc.result != Result.NONE:
+            quarantined = verdict.action == Action.QUARANTINE or verdict.quarantine_header
+            disposition = Disposition.QUARANTINE if quarantined else Disposition.NONE
         adds = [HeaderEdit(AR_NAME, headers.render_authentication_results(
-            self.authserv_id, results, tx.envelope), 0)]
+            self.authserv_id, results, tx.envelope, disposition=disposition), 0)]
         if results.spf is not None and self.config.spf.received_spf_header:
             received = headers.render_received_spf(results.spf)
             if received:
