@@ -166,7 +166,7 @@ class DkimConfig:
     verify: bool = True
     max_signatures: int = field(default=5, metadata=_check(_positive))
     min_key_bits: int = field(default=1024, metadata=_check(_positive))
-    max_body_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_positive))
+    max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive))
 
 
 @dataclass(frozen=True, slots=True)
