@@ -68,12 +68,47 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyDigest:
+    """A DKIM body hash computed while the body streamed in (RFC 6376 3.7)."""
+
+    canon: str  # "simple" | "relaxed"
+    algorithm: str  # "sha256" | "sha1"
+    length: int | None  # l= limit on canonicalised octets; None = the whole body
+    digest: bytes  # raw digest of min(length, all) canonicalised octets
+    canonical_length: int  # canonicalised octets of the whole body
+
+
+@dataclass(frozen=True, slots=True)
 class Transaction:
-    """One message: envelope, header fields in order, body (CRLF line ends)."""
+    """One message: envelope, header fields in order, body (CRLF line ends).
+
+    When the adapter streamed the body through DKIM body hashers it may leave ``body`` empty
+    and give ``body_digests`` and ``body_size`` instead, so that a large body is never held
+    in memory; code that needs the bytes checks ``body_kept``.
+    """
 
     envelope: Envelope = field(default_factory=Envelope)
     headers: tuple[HeaderField, ...] = ()
     body: bytes = b""
+    body_digests: tuple[BodyDigest, ...] = ()
+    body_size: int | None = None  # octets of the body when it was not kept
+
+    @property
+    def body_kept(self) -> bool:
+        """True when ``body`` holds the whole body."""
+        return self.body_size is None
+
+    @property
+    def size(self) -> int:
+        """Body size in octets, kept or not."""
+        return len(self.body) if self.body_size is None else self.body_size
+
+    def digest_for(self, canon: str, algorithm: str, length: int | None) -> BodyDigest | None:
+        """A precomputed body hash with exactly these parameters, if any."""
+        for d in self.body_digests:
+            if (d.canon, d.algorithm, d.length) == (canon, algorithm, length):
+                return d
+        return None
 
     def get_all(self, name: str) -> tuple[HeaderField, ...]:
         """All fields with this name, in message order."""
