@@ -94,17 +94,21 @@ def _check_config(path: str, dns: bool) -> int:
     cfg = load(path)
     engine = build_engine(cfg)
     signer = engine.signer
-    nkeys = len(signer.keys) if signer is not None and hasattr(signer, "keys") else 0
-    print(f"{path}: OK (authserv-id {engine.authserv_id}, {nkeys} signing key(s), "
-          f"DMARC org domain by {cfg.dmarc.org_domain})")
+    keys = signer.keys if signer is not None else ()
+    print(f"{path}: OK (authserv-id {engine.authserv_id}, {len(keys)} signing key(s), "
+          f"DMARC organizational domain by {cfg.dmarc.org_domain})")
+    for key in keys:
+        print(f"  key {key.selector}._domainkey.{key.domain}")
     if not dns:
         return 0
-    from authmilter.signing.dnscheck import check_published_keys  # noqa: PLC0415
+    from authmilter.signing.dnscheck import KeyStatus, check_published_keys  # noqa: PLC0415
 
     problems = 0
     for check in check_published_keys(signer, engine.resolver) if signer else []:
-        print(check.describe() if hasattr(check, "describe") else str(check))
-        problems += 0 if getattr(check, "ok", False) else 1
+        status = check.status.value if hasattr(check.status, "value") else str(check.status)
+        detail = f": {check.detail}" if check.detail else ""
+        print(f"  {check.record_name}: {status}{detail}")
+        problems += check.status != KeyStatus.OK
     return 1 if problems else 0
 
 

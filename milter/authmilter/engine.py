@@ -32,6 +32,7 @@ from authmilter.results import (
     Result,
     SpfResult,
 )
+from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
 
@@ -229,7 +230,10 @@ def build_engine_with(cfg: Config, resolver: Resolver) -> Engine:
     psl = None
     if cfg.dmarc.enabled and cfg.dmarc.org_domain == "psl":
         psl = PublicSuffixList.load(cfg.dmarc.psl_file)
-    signer = Signer.from_config(cfg.signing, config_dir) if cfg.signing.enabled else None
+    signer = None
+    if cfg.signing.enabled:
+        identity = Identity.for_user(cfg.milter.user, cfg.milter.group) if cfg.milter.user else None
+        signer = Signer.from_config(cfg.signing, config_dir, identity=identity)
     login_map = None
     if cfg.signing.sender_login_map:
         login_map = LoginMap.load(_resolve(config_dir, cfg.signing.sender_login_map))

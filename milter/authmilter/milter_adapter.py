@@ -124,6 +124,8 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         try:
             if isinstance(value, str):  # an MTA that does not honour the bytes strategy
                 value = value.encode("utf-8", "surrogateescape")
+            if not self._leading_space():
+                value = b" " + value  # the MTA stripped it; "Name: value" is the norm
             self.headers.append(HeaderField(name, to_crlf(value)))
         except Exception:  # noqa: BLE001
             self._fail("header")
@@ -165,6 +167,10 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ actions
 
+    def _leading_space(self) -> bool:
+        """Did the MTA agree to pass header values with their leading space (SMFIP_HDR_LEADSPC)?"""
+        return bool(getattr(self, "_protocol", 0) & Milter.P_HDR_LEADSPC)
+
     def _apply(self, decision: Decision) -> None:
         if decision.reply is not None:
             self._reply(decision)
@@ -172,9 +178,10 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             return
         for edit in decision.remove_headers:
             self.chgheader(edit.name, edit.index, None)
+        space = " " if self._leading_space() else ""  # with HDR_LEADSPC we supply it
         for edit in decision.add_headers:
             if edit.value is not None:
-                self.addheader(edit.name, _milter_value(edit.value), edit.index)
+                self.addheader(edit.name, space + _milter_value(edit.value), edit.index)
         if decision.action == Action.QUARANTINE:
             self.quarantine(decision.quarantine_reason or "authmilter")
 

@@ -66,7 +66,7 @@ def feed(message: bytes, ip: str = "192.0.2.25", macros: dict[str, str] | None =
     ctx = FakeCtx(macros)
     m = AuthMilter(lambda: eng, 1)
     m._setctx(ctx)
-    m._protocol = 0
+    m._protocol = Milter.P_HDR_LEADSPC
     assert m.connect("client.example", socket.AF_INET, (ip, 4711)) == Milter.CONTINUE
     m.hello("mail.example.com")
     assert m.envfrom(mail_from) == Milter.CONTINUE
