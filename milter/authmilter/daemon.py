@@ -9,6 +9,7 @@ privileges, and enter libmilter's main loop.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import itertools
 import logging
@@ -74,6 +75,8 @@ def run(config_path: str) -> int:
         milter.main()
     except milter.error as exc:
         raise AuthmilterError(f"milter main loop failed: {exc}") from None
+    finally:
+        _remove_socket(cfg)
     log.info("authmilter stopped")
     return 0
 
@@ -123,6 +126,14 @@ def _open_socket(cfg: Config) -> None:
     if path is not None and cfg.milter.user and os.geteuid() == 0:
         uid, gid = _user_ids(cfg)
         os.chown(path, uid, gid)
+
+
+def _remove_socket(cfg: Config) -> None:
+    """libmilter leaves its unix socket behind; a clean stop removes it."""
+    path = _unix_path(cfg.milter.socket)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
 
 
 def _user_ids(cfg: Config) -> tuple[int, int]:

@@ -207,7 +207,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     def _log_line(self, *parts: str) -> None:
         env = self.env
-        client = f"{env.client_name}[{env.client_ip}]" if env.client_ip else env.client_name
+        client = env.client_name
+        if env.client_ip and not client.startswith("["):
+            client = f"{client}[{env.client_ip}]"
         ms = (time.monotonic() - self.started) * 1000
         log.info("qid=%s conn=%s client=%s from=<%s> %s ms=%.1f", env.queue_id or "-",
                  self.conn_id, client or "-", _loggable(env.mail_from), " ".join(parts), ms)
