@@ -9,3 +9,5 @@ REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "milter"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
+
+pytest_plugins = ["tests.support.fixtures"]

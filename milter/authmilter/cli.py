@@ -27,8 +27,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="authmilter", description="SPF, DKIM, DMARC and Authentication-Results "
-                "milter for Postfix and Sendmail.")
+    p = _Parser(
+        prog="authmilter",
+        description="SPF, DKIM, DMARC and Authentication-Results milter for Postfix and Sendmail.",
+    )
     p.add_argument("--version", action="version", version=f"authmilter {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -37,12 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate config, keys and tables")
     check.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE")
-    check.add_argument("--dns", action="store_true",
-                       help="also compare each signing key with its published DNS record")
+    check.add_argument(
+        "--dns",
+        action="store_true",
+        help="also compare each signing key with its published DNS record",
+    )
 
     test = sub.add_parser("test", help="run the whole pipeline offline on one message")
-    test.add_argument("-c", "--config", metavar="FILE",
-                      help="config file (default: built-in defaults)")
+    test.add_argument(
+        "-c", "--config", metavar="FILE", help="config file (default: built-in defaults)"
+    )
     test.add_argument("--client-ip", metavar="IP", default=None)
     test.add_argument("--client-name", metavar="NAME", default="")
     test.add_argument("--helo", metavar="NAME", default="")
@@ -50,15 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--rcpt", metavar="ADDR", action="append", default=[])
     test.add_argument("--auth-user", metavar="USER", default=None)
     test.add_argument("--daemon-name", metavar="NAME", default="")
-    test.add_argument("--zone", metavar="FILE", action="append", default=[],
-                      help="answer DNS from this RFC 1035 zone file (repeatable)")
+    test.add_argument(
+        "--zone",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="answer DNS from this RFC 1035 zone file (repeatable)",
+    )
     test.add_argument("--nameserver", metavar="HOST[:PORT]", action="append", default=[])
     test.add_argument("--json", action="store_true", help="print one JSON object")
-    test.add_argument("message", nargs="?", default="-", metavar="MESSAGE",
-                      help="message file, or - for standard input (default)")
+    test.add_argument(
+        "message",
+        nargs="?",
+        default="-",
+        metavar="MESSAGE",
+        help="message file, or - for standard input (default)",
+    )
 
-    sub.add_parser("genkey", help="generate a DKIM key pair (opendkim-genkey compatible)",
-                   add_help=False)
+    sub.add_parser(
+        "genkey", help="generate a DKIM key pair (opendkim-genkey compatible)", add_help=False
+    )
     return p
 
 
@@ -72,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(genkey.main(args_list[1:]))
         args = _parser().parse_args(args_list)
         if args.command is None:
-            raise UsageError("authmilter: a command is required: run, check-config, test, genkey "
-                             "(see --help)")
+            raise UsageError(
+                "authmilter: a command is required: run, check-config, test, genkey (see --help)"
+            )
         if args.command == "run":
             from authmilter import daemon  # noqa: PLC0415  (imports libmilter)
 
@@ -95,8 +113,10 @@ def _check_config(path: str, dns: bool) -> int:
     engine = build_engine(cfg)
     signer = engine.signer
     keys = signer.keys if signer is not None else ()
-    print(f"{path}: OK (authserv-id {engine.authserv_id}, {len(keys)} signing key(s), "
-          f"DMARC organizational domain by {cfg.dmarc.org_domain})")
+    print(
+        f"{path}: OK (authserv-id {engine.authserv_id}, {len(keys)} signing key(s), "
+        f"DMARC organizational domain by {cfg.dmarc.org_domain})"
+    )
     for key in keys:
         print(f"  key {key.selector}._domainkey.{key.domain}")
     if not dns:
@@ -137,14 +157,23 @@ def _test(args: argparse.Namespace) -> int:
     try:
         ip = ipaddress.ip_address(args.client_ip) if args.client_ip else None
     except ValueError:
-        raise UsageError(f"authmilter test: --client-ip: {args.client_ip!r} is not an IP "
-                         "address") from None
+        raise UsageError(
+            f"authmilter test: --client-ip: {args.client_ip!r} is not an IP address"
+        ) from None
     mail_from = args.mail_from.strip()
     if mail_from.startswith("<") and mail_from.endswith(">"):
         mail_from = mail_from[1:-1]
-    env = Envelope(client_ip=ip, client_name=args.client_name, helo=args.helo,
-                   mail_from=mail_from, rcpt_to=tuple(args.rcpt), auth_user=args.auth_user,
-                   daemon_name=args.daemon_name, queue_id="TEST", mta_name=engine.authserv_id)
+    env = Envelope(
+        client_ip=ip,
+        client_name=args.client_name,
+        helo=args.helo,
+        mail_from=mail_from,
+        rcpt_to=tuple(args.rcpt),
+        auth_user=args.auth_user,
+        daemon_name=args.daemon_name,
+        queue_id="TEST",
+        mta_name=engine.authserv_id,
+    )
     data = _read_message(args.message)
     tx = parse_message(data, env)
 
@@ -171,22 +200,44 @@ def _read_message(name: str) -> bytes:
         raise UsageError(f"authmilter test: cannot read {name}: {exc.strerror}") from None
 
 
-def _report(decision: Decision, spf: SpfResult | None, dkim: Sequence[DkimResult],
-            dmarc: DmarcResult | None) -> dict[str, Any]:
+def _report(
+    decision: Decision, spf: SpfResult | None, dkim: Sequence[DkimResult], dmarc: DmarcResult | None
+) -> dict[str, Any]:
     reply = decision.reply
     return {
         "action": decision.action.value,
-        "reply": None if reply is None else {"code": reply.code, "status": reply.status,
-                                             "text": reply.text},
-        "spf": None if spf is None else {"result": spf.result.value, "identity": spf.identity,
-                                         "domain": spf.domain, "reason": spf.reason},
-        "dkim": [{"result": d.result.value, "domain": d.domain, "selector": d.selector,
-                  "algorithm": d.algorithm, "reason": d.reason, "key_bits": d.key_bits}
-                 for d in dkim],
-        "dmarc": None if dmarc is None else {
-            "result": dmarc.result.value, "from_domain": dmarc.from_domain,
-            "policy": dmarc.policy.value, "org_domain": dmarc.org_domain,
-            "testing": dmarc.testing, "reason": dmarc.reason},
+        "reply": None
+        if reply is None
+        else {"code": reply.code, "status": reply.status, "text": reply.text},
+        "spf": None
+        if spf is None
+        else {
+            "result": spf.result.value,
+            "identity": spf.identity,
+            "domain": spf.domain,
+            "reason": spf.reason,
+        },
+        "dkim": [
+            {
+                "result": d.result.value,
+                "domain": d.domain,
+                "selector": d.selector,
+                "algorithm": d.algorithm,
+                "reason": d.reason,
+                "key_bits": d.key_bits,
+            }
+            for d in dkim
+        ],
+        "dmarc": None
+        if dmarc is None
+        else {
+            "result": dmarc.result.value,
+            "from_domain": dmarc.from_domain,
+            "policy": dmarc.policy.value,
+            "org_domain": dmarc.org_domain,
+            "testing": dmarc.testing,
+            "reason": dmarc.reason,
+        },
         "headers": {
             "add": [{"name": h.name, "value": h.value} for h in decision.add_headers],
             "remove": [{"name": h.name, "index": h.index} for h in decision.remove_headers],

@@ -82,7 +82,7 @@ def _umask(value: Any) -> str | None:
     try:
         mask = int(value, 8)
     except ValueError:
-        return "must be an octal string such as \"0007\""
+        return 'must be an octal string such as "0007"'
     return None if 0 <= mask <= 0o777 else "must be between 0000 and 0777"
 
 
@@ -112,9 +112,7 @@ class MilterConfig:
     umask: str = field(default="0007", metadata=_check(_umask))
     timeout: int = field(default=600, metadata=_check(_positive))  # libmilter I/O timeout, s
     on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
-    log_level: str = field(
-        default="info", metadata=_one_of("debug", "info", "warning", "error")
-    )
+    log_level: str = field(default="info", metadata=_one_of("debug", "info", "warning", "error"))
     log_target: str = field(default="stderr", metadata=_one_of("stderr", "syslog"))
     syslog_facility: str = "mail"
 
@@ -305,8 +303,14 @@ def _convert(tp: Any, value: Any, path: str, key: str) -> Any:
 
 
 def _tname(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _tname_of(tp: Any) -> str:

@@ -58,8 +58,9 @@ def run(config_path: str) -> int:
     holder = EngineHolder(engine)
 
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGUSR1})
-    reloader = threading.Thread(target=_reload_loop, args=(config_path, holder),
-                                name="reload", daemon=True)
+    reloader = threading.Thread(
+        target=_reload_loop, args=(config_path, holder), name="reload", daemon=True
+    )
     reloader.start()
 
     counter = itertools.count(1)
@@ -69,8 +70,12 @@ def run(config_path: str) -> int:
     _register(cfg)
     _open_socket(cfg)
     _drop_privileges(cfg)
-    log.info("authmilter %s listening on %s (authserv-id %s)", __version__, cfg.milter.socket,
-             engine.authserv_id)
+    log.info(
+        "authmilter %s listening on %s (authserv-id %s)",
+        __version__,
+        cfg.milter.socket,
+        engine.authserv_id,
+    )
     try:
         milter.main()
     except milter.error as exc:
@@ -95,9 +100,12 @@ def _register(cfg: Config) -> None:
     milter.set_close_callback(Milter.close_callback)
     milter.setconn(_libmilter_spec(cfg.milter.socket))
     milter.settimeout(cfg.milter.timeout)
-    milter.register("authmilter", data=lambda ctx: ctx.getpriv().data(),
-                    unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-                    negotiate=Milter.negotiate_callback)
+    milter.register(
+        "authmilter",
+        data=lambda ctx: ctx.getpriv().data(),
+        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+        negotiate=Milter.negotiate_callback,
+    )
 
 
 def _libmilter_spec(spec: str) -> str:
@@ -147,7 +155,8 @@ def _user_ids(cfg: Config) -> tuple[int, int]:
             gid = grp.getgrnam(cfg.milter.group).gr_gid
         except KeyError:
             raise ConfigError(
-                f"{cfg.path}: milter.group: no such group {cfg.milter.group!r}") from None
+                f"{cfg.path}: milter.group: no such group {cfg.milter.group!r}"
+            ) from None
     return pw.pw_uid, gid
 
 
@@ -158,8 +167,9 @@ def _drop_privileges(cfg: Config) -> None:
     if os.geteuid() != 0:
         if os.geteuid() == uid:
             return
-        raise ConfigError(f"{cfg.path}: milter.user: must start as root to become "
-                          f"{cfg.milter.user!r}")
+        raise ConfigError(
+            f"{cfg.path}: milter.user: must start as root to become {cfg.milter.user!r}"
+        )
     os.setgroups([gid])
     os.setgid(gid)
     os.setuid(uid)

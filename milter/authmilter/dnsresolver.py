@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Protocol
 
 import dns.exception
 import dns.name
@@ -30,7 +30,7 @@ import dns.zone
 from authmilter.errors import ConfigError, DnsTempError
 
 # TXT: the character-strings; A/AAAA/PTR/CNAME/NS: text; MX: (preference, exchange)
-RecordValue = Union[tuple[bytes, ...], str, tuple[int, str]]
+RecordValue = tuple[bytes, ...] | str | tuple[int, str]
 
 SUPPORTED_TYPES = ("A", "AAAA", "MX", "TXT", "PTR", "CNAME", "NS", "SPF")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from authmilter import headers, policy
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
-from authmilter.checks.fromfield import parse_from
+from authmilter.checks.fromfield import FromSyntaxError, parse_from, parse_mailboxes
 from authmilter.checks.spf import check_helo, check_spf
 from authmilter.config import Config
 from authmilter.dnsresolver import DnspythonResolver, Resolver
@@ -83,7 +83,8 @@ class Engine:
 
     def check_recipient(self, env: Envelope, spf: SpfResult | None) -> Decision | None:
         """A reject at RCPT TO, when configured for SPF fail."""
-        verdict = policy.rcpt_verdict(spf.result if spf else None, env.mail_from_domain, self.config)
+        result = spf.result if spf else None
+        verdict = policy.rcpt_verdict(result, env.mail_from_domain, self.config)
         if verdict is None:
             return None
         return Decision(verdict.action, verdict.reply, log=(("why", verdict.why),))
@@ -104,9 +105,18 @@ class Engine:
         dkim = verify_dkim(tx, self.resolver, cfg.dkim) if cfg.dkim.verify else ()
         dmarc = None
         if cfg.dmarc.enabled:
-            dmarc = evaluate_dmarc(from_field, spf, dkim, self.resolver, cfg.dmarc, self.psl)
-        return AuthResults(spf=spf, helo_spf=helo_spf, dkim=dkim, dmarc=dmarc,
-                           from_field=from_field)
+            dmarc = evaluate_dmarc(
+                from_field,
+                spf,
+                dkim,
+                self.resolver,
+                cfg.dmarc,
+                self.psl,
+                null_sender=not env.mail_from,
+            )
+        return AuthResults(
+            spf=spf, helo_spf=helo_spf, dkim=dkim, dmarc=dmarc, from_field=from_field
+        )
 
     def process(self, tx: Transaction, spf: SpfResult | None = None) -> Decision:
         """End of message: results, policy, header edits, signatures."""
@@ -131,16 +141,28 @@ class Engine:
         if results.dmarc is not None and results.dmarc.result != Result.NONE:
             quarantined = verdict.action == Action.QUARANTINE or verdict.quarantine_header
             disposition = Disposition.QUARANTINE if quarantined else Disposition.NONE
-        adds = [HeaderEdit(AR_NAME, headers.render_authentication_results(
-            self.authserv_id, results, tx.envelope, disposition=disposition), 0)]
+        adds = [
+            HeaderEdit(
+                AR_NAME,
+                headers.render_authentication_results(
+                    self.authserv_id, results, tx.envelope, disposition=disposition
+                ),
+                0,
+            )
+        ]
         if results.spf is not None and self.config.spf.received_spf_header:
             received = headers.render_received_spf(results.spf)
             if received:
                 adds.append(HeaderEdit("Received-SPF", received, 0))
         if verdict.quarantine_header:
             domain = results.dmarc.from_domain if results.dmarc else ""
-            adds.append(HeaderEdit(self.config.dmarc.quarantine_header,
-                                   f"DMARC policy of {domain} asks for quarantine", 0))
+            adds.append(
+                HeaderEdit(
+                    self.config.dmarc.quarantine_header,
+                    f"DMARC policy of {domain} asks for quarantine",
+                    0,
+                )
+            )
         return Decision(
             action=verdict.action,
             reply=verdict.reply,
@@ -157,16 +179,19 @@ class Engine:
         refusal = self._check_sender_login(tx, results)
         if refusal is not None:
             return Decision(Action.REJECT, refusal, log=(("why", "sender-login-mismatch"),))
-        adds = [HeaderEdit(AR_NAME, headers.render_authentication_results(
-            self.authserv_id, results, env), 0)]
+        adds = [
+            HeaderEdit(
+                AR_NAME, headers.render_authentication_results(self.authserv_id, results, env), 0
+            )
+        ]
         signatures: tuple[HeaderEdit, ...] = ()
         if self.signer is not None and self.signer.has_keys and self.config.signing.enabled:
             signatures = self.signer.sign(tx)
         return Decision(
             action=Action.ACCEPT,
-            add_headers=tuple(adds) + signatures,
+            add_headers=(*adds, *signatures),
             remove_headers=removals,
-            log=summarise(results) + (("signed", str(len(signatures))),),
+            log=(*summarise(results), ("signed", str(len(signatures)))),
         )
 
     def _check_sender_login(self, tx: Transaction, results: AuthResults) -> Reply | None:
@@ -180,19 +205,27 @@ class Engine:
         from_addrs = _from_addresses(tx)
         for addr in addresses + from_addrs:
             if not self.login_map.allowed(env.auth_user, addr):
-                return Reply(553, "5.7.1", f"sender address {addr} is not owned by user "
-                                           f"{env.auth_user}")
+                return Reply(
+                    553, "5.7.1", f"sender address {addr} is not owned by user {env.auth_user}"
+                )
         return None
 
 
 def _from_addresses(tx: Transaction) -> list[str]:
-    from authmilter.checks.fromfield import from_addresses  # noqa: PLC0415
+    """Every address in the From fields (the caller made sure they parse)."""
+    out: list[str] = []
+    for field_ in tx.get_all("From"):
+        try:
+            out.extend(f"{box.local_part}@{box.domain}" for box in parse_mailboxes(field_.value))
+        except FromSyntaxError:
+            continue
+    return out
 
-    return from_addresses(tx)
 
-
-def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+def _in_network(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> bool:
     if ip.version != net.version:
         mapped = getattr(ip, "ipv4_mapped", None)
         return mapped is not None and mapped in net
@@ -205,14 +238,20 @@ def summarise(results: AuthResults) -> tuple[tuple[str, str], ...]:
     if results.trusted:
         out.append(("trusted", results.trusted))
     if results.spf is not None:
-        out.append(("spf", f"{results.spf.result.value}({results.spf.identity}:"
-                           f"{results.spf.domain})"))
+        out.append(
+            ("spf", f"{results.spf.result.value}({results.spf.identity}:{results.spf.domain})")
+        )
     for d in results.dkim:
         out.append(("dkim", f"{d.result.value}(d={d.domain} s={d.selector})"))
     if results.dmarc is not None:
         dm = results.dmarc
-        out.append(("dmarc", f"{dm.result.value}(from={dm.from_domain} p={dm.policy.value}"
-                             f"{' t=y' if dm.testing else ''})"))
+        out.append(
+            (
+                "dmarc",
+                f"{dm.result.value}(from={dm.from_domain} p={dm.policy.value}"
+                f"{' t=y' if dm.testing else ''})",
+            )
+        )
     elif results.from_field is not None and results.from_field.status != FromStatus.OK:
         out.append(("from", results.from_field.status.value))
     return tuple(out)

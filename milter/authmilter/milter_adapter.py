@@ -58,8 +58,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
     def _fail(self, where: str) -> None:
         if not self.error:
             self.error = where
-            log.exception("conn=%s qid=%s internal error in %s", self.conn_id,
-                          self._macro("i") or "-", where)
+            log.exception(
+                "conn=%s qid=%s internal error in %s", self.conn_id, self._macro("i") or "-", where
+            )
 
     def _macro(self, name: str) -> str:
         try:
@@ -76,9 +77,12 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             ip = None
             if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
                 ip = ipaddress.ip_address(str(hostaddr[0]).split("%")[0])
-            self.env = Envelope(client_ip=ip, client_name=hostname or "",
-                                daemon_name=self._macro("{daemon_name}"),
-                                mta_name=self._macro("j"))
+            self.env = Envelope(
+                client_ip=ip,
+                client_name=hostname or "",
+                daemon_name=self._macro("{daemon_name}"),
+                mta_name=self._macro("j"),
+            )
         except Exception:  # noqa: BLE001
             self._fail("connect")
         return Milter.CONTINUE
@@ -107,8 +111,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     def envrcpt(self, to: str, *esmtp: str) -> int:
         try:
-            self.env = dataclasses.replace(self.env, rcpt_to=(*self.env.rcpt_to,
-                                                              _strip_brackets(to)))
+            self.env = dataclasses.replace(
+                self.env, rcpt_to=(*self.env.rcpt_to, _strip_brackets(to))
+            )
             decision = self.engine.check_recipient(self.env, self.spf)
             if decision is not None and decision.reply is not None:
                 self._log(decision)
@@ -145,8 +150,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             if self.error:
                 return self._internal_error()
             env = dataclasses.replace(self.env, queue_id=self._macro("i") or self.env.queue_id)
-            tx = Transaction(envelope=env, headers=tuple(self.headers),
-                             body=to_crlf(b"".join(self.chunks)))
+            tx = Transaction(
+                envelope=env, headers=tuple(self.headers), body=to_crlf(b"".join(self.chunks))
+            )
             self.chunks = []
             decision = self.engine.process(tx, self.spf)
             self._apply(decision)
@@ -211,8 +217,15 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         if env.client_ip and not client.startswith("["):
             client = f"{client}[{env.client_ip}]"
         ms = (time.monotonic() - self.started) * 1000
-        log.info("qid=%s conn=%s client=%s from=<%s> %s ms=%.1f", env.queue_id or "-",
-                 self.conn_id, client or "-", _loggable(env.mail_from), " ".join(parts), ms)
+        log.info(
+            "qid=%s conn=%s client=%s from=<%s> %s ms=%.1f",
+            env.queue_id or "-",
+            self.conn_id,
+            client or "-",
+            _loggable(env.mail_from),
+            " ".join(parts),
+            ms,
+        )
 
 
 def _strip_brackets(addr: str) -> str:

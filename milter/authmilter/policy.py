@@ -55,7 +55,10 @@ def _from_field_verdict(results: AuthResults, cfg: Config) -> Verdict | None:
     rule = {
         FromStatus.MISSING: (cfg.dmarc.missing_from, "message has no From field"),
         FromStatus.UNPARSEABLE: (cfg.dmarc.unparseable_from, "the From field cannot be parsed"),
-        FromStatus.MULTIPLE_FIELDS: (cfg.dmarc.multiple_from, "message has more than one From field"),
+        FromStatus.MULTIPLE_FIELDS: (
+            cfg.dmarc.multiple_from,
+            "message has more than one From field",
+        ),
         FromStatus.MULTIPLE_ADDRESSES: (
             cfg.dmarc.multiple_from,
             "the From field has more than one address",

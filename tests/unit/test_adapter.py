@@ -12,6 +12,7 @@ from authmilter.config import from_dict
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.milter_adapter import AuthMilter
+from authmilter.model import parse_message
 from tests.testkeys import dkim_record, sign, simple_message
 
 
@@ -49,19 +50,26 @@ class FakeCtx:
 
 
 def make_engine(**conf: dict[str, object]) -> Engine:
-    resolver = StaticResolver({
-        ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
-        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
-        ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
-    })
-    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []},
-                     **conf})
+    resolver = StaticResolver(
+        {
+            ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
+            ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
+            ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
+        }
+    )
+    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []}, **conf})
     return Engine(cfg, resolver)
 
 
-def feed(message: bytes, ip: str = "192.0.2.25", macros: dict[str, str] | None = None,
-         engine: Engine | None = None, mail_from: str = "<alice@example.com>",
-         split_body: int = 7) -> tuple[FakeCtx, int]:
+def feed(
+    message: bytes,
+    ip: str = "192.0.2.25",
+    *,
+    macros: dict[str, str] | None = None,
+    engine: Engine | None = None,
+    mail_from: str = "<alice@example.com>",
+    split_body: int = 7,
+) -> tuple[FakeCtx, int]:
     eng = engine or make_engine()
     ctx = FakeCtx(macros)
     m = AuthMilter(lambda: eng, 1)
@@ -73,22 +81,12 @@ def feed(message: bytes, ip: str = "192.0.2.25", macros: dict[str, str] | None =
     rc = m.envrcpt("<bob@example.org>")
     if rc != Milter.CONTINUE:
         return ctx, rc
-    head, _, body = message.replace(b"\r\n", b"\n").partition(b"\n\n")
-    # Postfix hands values without the colon, with leading space (HDR_LEADSPC), LF folds
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            name, value = pending
-            pending = (name, value + b"\n" + line)
-            continue
-        if "pending" in locals():
-            m.header_bytes(*pending)
-        name, _, value = line.partition(b":")
-        pending = (name.decode(), value)
-    m.header_bytes(*pending)
+    tx = parse_message(message)
+    for h in tx.headers:  # as Postfix sends them: leading space kept, LF inside folds
+        m.header_bytes(h.name, h.value.replace(b"\r\n", b"\n"))
     m.eoh()
-    body = body.replace(b"\n", b"\r\n")
-    for i in range(0, len(body), split_body):
-        m.body(body[i:i + split_body])
+    for i in range(0, len(tx.body), split_body):
+        m.body(tx.body[i : i + split_body])
     return ctx, m.eom()
 
 
@@ -110,12 +108,13 @@ def test_spoof_is_rejected_with_5_7_26() -> None:
 
 
 def test_forged_ar_removed_highest_index_first() -> None:
-    msg = simple_message(extra="Authentication-Results: mx.test; dkim=pass\n"
-                               "Authentication-Results: mx.test; spf=pass\n")
+    msg = simple_message(
+        extra="Authentication-Results: mx.test; dkim=pass\n"
+        "Authentication-Results: mx.test; spf=pass\n"
+    )
     ctx, rc = feed(sign(msg, "example.com", "rsa"))
     assert rc == Milter.ACCEPT
-    assert ctx.changed == [("Authentication-Results", 2, None),
-                           ("Authentication-Results", 1, None)]
+    assert ctx.changed == [("Authentication-Results", 2, None), ("Authentication-Results", 1, None)]
 
 
 def test_percent_in_reply_text_is_doubled() -> None:
@@ -125,8 +124,9 @@ def test_percent_in_reply_text_is_doubled() -> None:
     assert ctx.reply is not None and ctx.reply[2] == "100%% rejected for example.com"
 
 
-def test_internal_error_is_tempfail_and_logged(monkeypatch: pytest.MonkeyPatch,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_internal_error_is_tempfail_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     eng = make_engine()
 
     def boom(*_a: object, **_k: object) -> None:
@@ -159,7 +159,11 @@ def test_authenticated_sender_accepted() -> None:
 def test_quarantine_action() -> None:
     resolver = StaticResolver({("_dmarc.example.net", "TXT"): ["v=DMARC1; p=quarantine"]})
     eng = Engine(make_engine().config, resolver)
-    ctx, rc = feed(simple_message(from_addr="a@example.net"), ip="203.0.113.9", engine=eng,
-                   mail_from="<a@example.net>")
+    ctx, rc = feed(
+        simple_message(from_addr="a@example.net"),
+        ip="203.0.113.9",
+        engine=eng,
+        mail_from="<a@example.net>",
+    )
     assert rc == Milter.ACCEPT
     assert ctx.quarantined

@@ -24,44 +24,76 @@ def test_reference_config_is_accepted_and_shows_every_default() -> None:
 def test_required_keys_exist_under_their_design_names() -> None:
     cfg = Config()
     assert cfg.milter.socket.startswith("unix:")
-    for value in (cfg.milter.authserv_id, cfg.dns.nameservers, cfg.dns.timeout,
-                  cfg.trust.internal_hosts, cfg.signing.key_table, cfg.signing.signing_table,
-                  cfg.dmarc.org_domain, cfg.dmarc.reject, cfg.dmarc.quarantine):
+    for value in (
+        cfg.milter.authserv_id,
+        cfg.dns.nameservers,
+        cfg.dns.timeout,
+        cfg.trust.internal_hosts,
+        cfg.signing.key_table,
+        cfg.signing.signing_table,
+        cfg.dmarc.org_domain,
+        cfg.dmarc.reject,
+        cfg.dmarc.quarantine,
+    ):
         assert value is not None
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"milter": {"sockt": "unix:/x"}},
-         "/etc/a.toml: milter.sockt: unknown key (did you mean 'socket'?)"),
+        (
+            {"milter": {"sockt": "unix:/x"}},
+            "/etc/a.toml: milter.sockt: unknown key (did you mean 'socket'?)",
+        ),
         ({"bogus": {}}, "/etc/a.toml: bogus: unknown key"),
-        ({"trust": {"internal_hosts": ["10.0.0.0/33"]}},
-         "/etc/a.toml: trust.internal_hosts: '10.0.0.0/33' is not an address or CIDR network"),
+        (
+            {"trust": {"internal_hosts": ["10.0.0.0/33"]}},
+            "/etc/a.toml: trust.internal_hosts: '10.0.0.0/33' is not an address or CIDR network",
+        ),
         ({"dns": {"timeout": "5"}}, "/etc/a.toml: dns.timeout: must be a number, not a string"),
         ({"dns": {"timeout": 0}}, "/etc/a.toml: dns.timeout: must be greater than 0"),
-        ({"dns": {"nameservers": "127.0.0.1"}},
-         "/etc/a.toml: dns.nameservers: must be a list, not a string"),
-        ({"dns": {"nameservers": ["ns.example:53"]}},
-         "/etc/a.toml: dns.nameservers: nameserver 'ns.example:53' is not an IP address"),
-        ({"dmarc": {"org_domain": "x"}},
-         "/etc/a.toml: dmarc.org_domain: must be one of 'treewalk', 'psl'"),
-        ({"dmarc": {"reject": "yes"}},
-         "/etc/a.toml: dmarc.reject: must be true or false, not a string"),
-        ({"dkim": {"max_signatures": True}},
-         "/etc/a.toml: dkim.max_signatures: must be an integer, not a boolean"),
-        ({"milter": {"socket": "/tmp/x.sock"}},
-         "/etc/a.toml: milter.socket: must look like unix:/path, inet:PORT@HOST, "
-         "inet6:PORT@HOST or fd:N"),
-        ({"milter": {"umask": "9"}},
-         "/etc/a.toml: milter.umask: must be an octal string such as \"0007\""),
-        ({"milter": {"authserv_id": "mx; dkim=pass"}},
-         "/etc/a.toml: milter.authserv_id: may only contain letters, digits, '-', '.' and '_'"),
-        ({"signing": {"keys": [{"domain": "a.example", "selector": "s"}]}},
-         "/etc/a.toml: signing.keys[0].key_file: is required"),
-        ({"signing": {"canonicalization": "relaxed/strict"}},
-         "/etc/a.toml: signing.canonicalization: must be header/body, each 'relaxed' or "
-         "'simple', e.g. \"relaxed/relaxed\""),
+        (
+            {"dns": {"nameservers": "127.0.0.1"}},
+            "/etc/a.toml: dns.nameservers: must be a list, not a string",
+        ),
+        (
+            {"dns": {"nameservers": ["ns.example:53"]}},
+            "/etc/a.toml: dns.nameservers: nameserver 'ns.example:53' is not an IP address",
+        ),
+        (
+            {"dmarc": {"org_domain": "x"}},
+            "/etc/a.toml: dmarc.org_domain: must be one of 'treewalk', 'psl'",
+        ),
+        (
+            {"dmarc": {"reject": "yes"}},
+            "/etc/a.toml: dmarc.reject: must be true or false, not a string",
+        ),
+        (
+            {"dkim": {"max_signatures": True}},
+            "/etc/a.toml: dkim.max_signatures: must be an integer, not a boolean",
+        ),
+        (
+            {"milter": {"socket": "/tmp/x.sock"}},
+            "/etc/a.toml: milter.socket: must look like unix:/path, inet:PORT@HOST, "
+            "inet6:PORT@HOST or fd:N",
+        ),
+        (
+            {"milter": {"umask": "9"}},
+            '/etc/a.toml: milter.umask: must be an octal string such as "0007"',
+        ),
+        (
+            {"milter": {"authserv_id": "mx; dkim=pass"}},
+            "/etc/a.toml: milter.authserv_id: may only contain letters, digits, '-', '.' and '_'",
+        ),
+        (
+            {"signing": {"keys": [{"domain": "a.example", "selector": "s"}]}},
+            "/etc/a.toml: signing.keys[0].key_file: is required",
+        ),
+        (
+            {"signing": {"canonicalization": "relaxed/strict"}},
+            "/etc/a.toml: signing.canonicalization: must be header/body, each 'relaxed' or "
+            "'simple', e.g. \"relaxed/relaxed\"",
+        ),
         ({"spf": []}, "/etc/a.toml: spf: must be a table, not a list"),
     ],
 )
@@ -95,9 +127,11 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_values_are_converted_and_frozen(tmp_path: Path) -> None:
     f = tmp_path / "a.toml"
-    f.write_text('[dns]\nnameservers = ["127.0.0.1:5300"]\ntimeout = 2\n'
-                 '[[signing.keys]]\ndomain = "example.com"\nselector = "s1"\n'
-                 'key_file = "k.pem"\nsigners = ["*@example.com"]\n')
+    f.write_text(
+        '[dns]\nnameservers = ["127.0.0.1:5300"]\ntimeout = 2\n'
+        '[[signing.keys]]\ndomain = "example.com"\nselector = "s1"\n'
+        'key_file = "k.pem"\nsigners = ["*@example.com"]\n'
+    )
     cfg = load(f)
     assert cfg.dns.nameservers == ("127.0.0.1:5300",)
     assert cfg.dns.timeout == 2.0 and isinstance(cfg.dns.timeout, float)

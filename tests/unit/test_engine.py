@@ -25,20 +25,28 @@ def zone(**overrides: str) -> StaticResolver:
         ("ed._domainkey.example.com", "TXT"): [dkim_record("ed25519")],
         ("example.com", "A"): ["192.0.2.25"],
     }
-    resolver = StaticResolver(records, temperror=overrides.get("temperror", "").split())
-    return resolver
+    return StaticResolver(records, temperror=overrides.get("temperror", "").split())
 
 
 def engine(resolver: StaticResolver | None = None, **conf: dict[str, object]) -> Engine:
-    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []},
-                     **conf})
+    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []}, **conf})
     return Engine(cfg, resolver or zone())
 
 
-def run(eng: Engine, message: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address = GOOD_IP,
-        mail_from: str = "alice@example.com", auth: str | None = None) -> Decision:
-    env = Envelope(client_ip=ip, helo="mail.example.com", mail_from=mail_from, auth_user=auth,
-                   rcpt_to=("bob@example.org",))
+def run(
+    eng: Engine,
+    message: bytes,
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = GOOD_IP,
+    mail_from: str = "alice@example.com",
+    auth: str | None = None,
+) -> Decision:
+    env = Envelope(
+        client_ip=ip,
+        helo="mail.example.com",
+        mail_from=mail_from,
+        auth_user=auth,
+        rcpt_to=("bob@example.org",),
+    )
     tx = parse_message(message, env)
     return eng.process(tx, eng.check_envelope(env))
 
@@ -116,9 +124,11 @@ def test_internal_host_is_not_checked() -> None:
 
 
 def test_forged_authentication_results_are_removed() -> None:
-    msg = simple_message(extra="Authentication-Results: MX.TEST; dkim=pass header.d=example.com\n"
-                               "Authentication-Results: other.example; spf=pass\n"
-                               "Authentication-Results: mx.test; garbage (((\n")
+    msg = simple_message(
+        extra="Authentication-Results: MX.TEST; dkim=pass header.d=example.com\n"
+        "Authentication-Results: other.example; spf=pass\n"
+        "Authentication-Results: mx.test; garbage (((\n"
+    )
     d = run(engine(), sign(msg, "example.com", "rsa"))
     assert sorted(e.index for e in d.remove_headers) == [1, 3]
     assert all(e.name == "Authentication-Results" for e in d.remove_headers)
@@ -130,8 +140,9 @@ def test_quarantine_hold_and_header() -> None:
     msg = simple_message(from_addr="a@example.net")
     d = run(engine(resolver), msg, ip=BAD_IP, mail_from="a@example.net")
     assert d.action == Action.QUARANTINE and d.quarantine_reason
-    d = run(engine(resolver, dmarc={"quarantine": "header"}), msg, ip=BAD_IP,
-            mail_from="a@example.net")
+    d = run(
+        engine(resolver, dmarc={"quarantine": "header"}), msg, ip=BAD_IP, mail_from="a@example.net"
+    )
     assert d.action == Action.ACCEPT
     assert any(h.name == "X-Authmilter-Quarantine" for h in d.add_headers)
 

@@ -21,11 +21,23 @@ from authmilter.results import (
 OK_FROM = FromField(FromStatus.OK, ("example.com",))
 
 
-def dmarc(result: Result, policy: Disposition = Disposition.REJECT, testing: bool = False,
-          dkim_aligned: bool = False, policy_domain: str = "example.com") -> AuthResults:
+def dmarc(
+    result: Result,
+    policy: Disposition = Disposition.REJECT,
+    testing: bool = False,
+    dkim_aligned: bool = False,
+    policy_domain: str = "example.com",
+) -> AuthResults:
     return AuthResults(
-        dmarc=DmarcResult(result, "example.com", policy, "example.com", policy_domain,
-                          testing=testing, dkim_aligned=dkim_aligned),
+        dmarc=DmarcResult(
+            result,
+            "example.com",
+            policy,
+            "example.com",
+            policy_domain,
+            testing=testing,
+            dkim_aligned=dkim_aligned,
+        ),
         from_field=OK_FROM,
     )
 
@@ -33,34 +45,75 @@ def dmarc(result: Result, policy: Disposition = Disposition.REJECT, testing: boo
 CASES = [
     ("pass", dmarc(Result.PASS), {}, Action.ACCEPT, None),
     ("reject", dmarc(Result.FAIL), {}, Action.REJECT, (550, "5.7.26")),
-    ("reject-not-honoured", dmarc(Result.FAIL), {"dmarc": {"reject": False}},
-     Action.QUARANTINE, None),
-    ("reject-not-honoured-no-quarantine", dmarc(Result.FAIL),
-     {"dmarc": {"reject": False, "quarantine": "none"}}, Action.ACCEPT, None),
+    (
+        "reject-not-honoured",
+        dmarc(Result.FAIL),
+        {"dmarc": {"reject": False}},
+        Action.QUARANTINE,
+        None,
+    ),
+    (
+        "reject-not-honoured-no-quarantine",
+        dmarc(Result.FAIL),
+        {"dmarc": {"reject": False, "quarantine": "none"}},
+        Action.ACCEPT,
+        None,
+    ),
     ("testing-never-enforced", dmarc(Result.FAIL, testing=True), {}, Action.ACCEPT, None),
     ("quarantine-hold", dmarc(Result.FAIL, Disposition.QUARANTINE), {}, Action.QUARANTINE, None),
-    ("quarantine-header", dmarc(Result.FAIL, Disposition.QUARANTINE),
-     {"dmarc": {"quarantine": "header"}}, Action.ACCEPT, None),
+    (
+        "quarantine-header",
+        dmarc(Result.FAIL, Disposition.QUARANTINE),
+        {"dmarc": {"quarantine": "header"}},
+        Action.ACCEPT,
+        None,
+    ),
     ("p-none", dmarc(Result.FAIL, Disposition.NONE), {}, Action.ACCEPT, None),
     ("temperror-tempfails", dmarc(Result.TEMPERROR), {}, Action.TEMPFAIL, (451, "4.7.5")),
-    ("temperror-record-unknown", dmarc(Result.TEMPERROR, Disposition.NONE, policy_domain=""),
-     {}, Action.TEMPFAIL, (451, "4.7.5")),
-    ("temperror-p-none-accepts", dmarc(Result.TEMPERROR, Disposition.NONE), {},
-     Action.ACCEPT, None),
-    ("temperror-off", dmarc(Result.TEMPERROR), {"dmarc": {"tempfail_on_temperror": False}},
-     Action.ACCEPT, None),
+    (
+        "temperror-record-unknown",
+        dmarc(Result.TEMPERROR, Disposition.NONE, policy_domain=""),
+        {},
+        Action.TEMPFAIL,
+        (451, "4.7.5"),
+    ),
+    (
+        "temperror-p-none-accepts",
+        dmarc(Result.TEMPERROR, Disposition.NONE),
+        {},
+        Action.ACCEPT,
+        None,
+    ),
+    (
+        "temperror-off",
+        dmarc(Result.TEMPERROR),
+        {"dmarc": {"tempfail_on_temperror": False}},
+        Action.ACCEPT,
+        None,
+    ),
     ("permerror-accepts", dmarc(Result.PERMERROR), {}, Action.ACCEPT, None),
     ("none-accepts", dmarc(Result.NONE, Disposition.NONE), {}, Action.ACCEPT, None),
-    ("trusted-never-judged", AuthResults(trusted="auth", from_field=OK_FROM), {},
-     Action.ACCEPT, None),
+    (
+        "trusted-never-judged",
+        AuthResults(trusted="auth", from_field=OK_FROM),
+        {},
+        Action.ACCEPT,
+        None,
+    ),
     ("dmarc-disabled", dmarc(Result.FAIL), {"dmarc": {"enabled": False}}, Action.ACCEPT, None),
 ]
 
 
-@pytest.mark.parametrize(("name", "results", "conf", "action", "reply"), CASES,
-                         ids=[c[0] for c in CASES])
-def test_dmarc_table(name: str, results: AuthResults, conf: dict[str, dict[str, object]],
-                     action: Action, reply: tuple[int, str] | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "results", "conf", "action", "reply"), CASES, ids=[c[0] for c in CASES]
+)
+def test_dmarc_table(
+    name: str,
+    results: AuthResults,
+    conf: dict[str, dict[str, object]],
+    action: Action,
+    reply: tuple[int, str] | None,
+) -> None:
     verdict = decide(results, from_dict(conf))
     assert verdict.action == action
     got = (verdict.reply.code, verdict.reply.status) if verdict.reply else None
@@ -73,20 +126,32 @@ def test_reject_text_names_the_domain() -> None:
 
 
 def test_quarantine_header_flag() -> None:
-    verdict = decide(dmarc(Result.FAIL, Disposition.QUARANTINE),
-                     from_dict({"dmarc": {"quarantine": "header"}}))
+    verdict = decide(
+        dmarc(Result.FAIL, Disposition.QUARANTINE), from_dict({"dmarc": {"quarantine": "header"}})
+    )
     assert verdict.quarantine_header
 
 
-@pytest.mark.parametrize("status", [FromStatus.MISSING, FromStatus.MULTIPLE_FIELDS,
-                                    FromStatus.MULTIPLE_ADDRESSES, FromStatus.UNPARSEABLE])
+@pytest.mark.parametrize(
+    "status",
+    [
+        FromStatus.MISSING,
+        FromStatus.MULTIPLE_FIELDS,
+        FromStatus.MULTIPLE_ADDRESSES,
+        FromStatus.UNPARSEABLE,
+    ],
+)
 def test_bad_from_rejected_by_default(status: FromStatus) -> None:
-    results = AuthResults(from_field=FromField(status, ("a.example", "b.example")),
-                          dmarc=DmarcResult(Result.PASS, "a.example"))
+    results = AuthResults(
+        from_field=FromField(status, ("a.example", "b.example")),
+        dmarc=DmarcResult(Result.PASS, "a.example"),
+    )
     verdict = decide(results, from_dict({}))
     assert verdict.action == Action.REJECT
-    assert verdict.reply is not None and (verdict.reply.code, verdict.reply.status) == (550,
-                                                                                        "5.7.1")
+    assert verdict.reply is not None and (verdict.reply.code, verdict.reply.status) == (
+        550,
+        "5.7.1",
+    )
 
 
 def test_multiple_from_strictest_falls_through_to_dmarc() -> None:
@@ -100,10 +165,10 @@ def test_multiple_from_strictest_falls_through_to_dmarc() -> None:
 
 
 def test_missing_from_accept() -> None:
-    results = AuthResults(from_field=FromField(FromStatus.MISSING),
-                          dmarc=DmarcResult(Result.PERMERROR))
-    assert decide(results, from_dict({"dmarc": {"missing_from": "accept"}})).action == \
-        Action.ACCEPT
+    results = AuthResults(
+        from_field=FromField(FromStatus.MISSING), dmarc=DmarcResult(Result.PERMERROR)
+    )
+    assert decide(results, from_dict({"dmarc": {"missing_from": "accept"}})).action == Action.ACCEPT
 
 
 SPF_FAIL = SpfResult(Result.FAIL, "mailfrom", "example.com")
@@ -111,15 +176,20 @@ SPF_FAIL = SpfResult(Result.FAIL, "mailfrom", "example.com")
 
 def test_spf_reject_unless_dkim() -> None:
     cfg = from_dict({"spf": {"reject_fail_unless_dkim": True}})
-    base = AuthResults(spf=SPF_FAIL, from_field=OK_FROM,
-                       dmarc=DmarcResult(Result.FAIL, "example.com", Disposition.NONE))
+    base = AuthResults(
+        spf=SPF_FAIL,
+        from_field=OK_FROM,
+        dmarc=DmarcResult(Result.FAIL, "example.com", Disposition.NONE),
+    )
     verdict = decide(base, cfg)
     assert verdict.action == Action.REJECT and verdict.reply is not None
     assert verdict.reply.status == "5.7.23"
-    aligned = AuthResults(spf=SPF_FAIL, from_field=OK_FROM,
-                          dkim=(DkimResult(Result.PASS, "example.com"),),
-                          dmarc=DmarcResult(Result.PASS, "example.com", Disposition.NONE,
-                                            dkim_aligned=True))
+    aligned = AuthResults(
+        spf=SPF_FAIL,
+        from_field=OK_FROM,
+        dkim=(DkimResult(Result.PASS, "example.com"),),
+        dmarc=DmarcResult(Result.PASS, "example.com", Disposition.NONE, dkim_aligned=True),
+    )
     assert decide(aligned, cfg).action == Action.ACCEPT
     assert decide(base, from_dict({})).action == Action.ACCEPT  # off by default
 
