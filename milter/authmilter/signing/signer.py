@@ -13,7 +13,6 @@ byte); the signature itself is made with ``cryptography`` (see :mod:`.keys`).
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from dkim import select_headers
 from dkim.canonicalization import CanonicalizationPolicy
 
+from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
 from authmilter.config import SigningConfig
 from authmilter.errors import ConfigError
 from authmilter.model import HeaderField, Transaction
@@ -320,19 +320,20 @@ def fold_b(prefix: str, b: str) -> str:
 
 
 def from_address(headers: Sequence[HeaderField]) -> str:
-    """The single From address, lower-case; "" unless there is exactly one field and address."""
+    """The single From address, lower-case; "" unless there is exactly one field and address.
+
+    Uses the same strict parser as DMARC, so what is signed for is what DMARC will check.
+    """
     fields = [h for h in headers if h.is_named("From")]
     if len(fields) != 1:
         return ""
-    pairs = email.utils.getaddresses([fields[0].text()])
-    addresses = [addr for _name, addr in pairs if addr]
-    if len(addresses) != 1 or "@" not in addresses[0]:
+    try:
+        boxes = parse_mailboxes(fields[0].value)
+    except FromSyntaxError:
         return ""
-    user, _, host = addresses[0].rpartition("@")
-    host = host.strip().rstrip(".").lower()
-    if not user or not host or any(c.isspace() for c in host):
+    if len(boxes) != 1:
         return ""
-    return f"{user.lower()}@{host}"
+    return f"{boxes[0].local_part.lower()}@{boxes[0].domain}"
 
 
 def existing_signatures(headers: Sequence[HeaderField]) -> set[tuple[str, str]]:
