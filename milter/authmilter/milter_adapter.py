@@ -149,9 +149,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         try:
             if self.error:
                 return self._internal_error()
-            env = dataclasses.replace(self.env, queue_id=self._macro("i") or self.env.queue_id)
+            self.env = dataclasses.replace(self.env, queue_id=self._macro("i") or self.env.queue_id)
             tx = Transaction(
-                envelope=env, headers=tuple(self.headers), body=to_crlf(b"".join(self.chunks))
+                envelope=self.env, headers=tuple(self.headers), body=to_crlf(b"".join(self.chunks))
             )
             self.chunks = []
             decision = self.engine.process(tx, self.spf)
