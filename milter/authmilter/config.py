@@ -86,6 +86,13 @@ def _umask(value: Any) -> str | None:
     return None if 0 <= mask <= 0o777 else "must be between 0000 and 0777"
 
 
+def _facility(value: Any) -> str | None:
+    import logging.handlers  # noqa: PLC0415
+
+    names = logging.handlers.SysLogHandler.facility_names
+    return None if value in names else f"unknown syslog facility {value!r} (e.g. 'mail', 'local0')"
+
+
 def _ar_token(value: Any) -> str | None:
     if value and not all(c.isalnum() or c in "-._" for c in value):
         return "may only contain letters, digits, '-', '.' and '_'"
@@ -114,7 +121,7 @@ class MilterConfig:
     on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
     log_level: str = field(default="info", metadata=_one_of("debug", "info", "warning", "error"))
     log_target: str = field(default="stderr", metadata=_one_of("stderr", "syslog"))
-    syslog_facility: str = "mail"
+    syslog_facility: str = field(default="mail", metadata=_check(_facility))
 
     def effective_authserv_id(self) -> str:
         """The configured authserv-id, or this host's name."""

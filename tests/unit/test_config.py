@@ -95,6 +95,11 @@ def test_required_keys_exist_under_their_design_names() -> None:
             "'simple', e.g. \"relaxed/relaxed\"",
         ),
         ({"spf": []}, "/etc/a.toml: spf: must be a table, not a list"),
+        (
+            {"milter": {"syslog_facility": "mial"}},
+            "/etc/a.toml: milter.syslog_facility: unknown syslog facility 'mial' (e.g. 'mail', "
+            "'local0')",
+        ),
     ],
 )
 def test_errors_name_file_key_and_problem(data: dict[str, object], message: str) -> None:
