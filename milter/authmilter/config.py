@@ -78,6 +78,10 @@ def _socket_spec(value: Any) -> str | None:
     return None
 
 
+def _workers(value: Any) -> str | None:
+    return None if 1 <= value <= 64 else "must be between 1 and 64"
+
+
 def _umask(value: Any) -> str | None:
     try:
         mask = int(value, 8)
@@ -118,6 +122,7 @@ class MilterConfig:
     group: str = ""  # and this group ("" = the user's primary group)
     umask: str = field(default="0007", metadata=_check(_umask))
     timeout: int = field(default=600, metadata=_check(_positive))  # libmilter I/O timeout, s
+    workers: int = field(default=1, metadata=_check(_workers))  # processes (one core each)
     on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
     log_level: str = field(default="info", metadata=_one_of("debug", "info", "warning", "error"))
     log_target: str = field(default="stderr", metadata=_one_of("stderr", "syslog"))

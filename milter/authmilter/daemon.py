@@ -4,7 +4,9 @@ Order matters: load the config and build the engine (keys, PSL) first, so a brok
 never opens a socket; block TERM/INT/HUP/USR1 before any thread starts (libmilter's own
 signal thread then owns TERM/INT/HUP and stops cleanly, and our reload thread sigwaits for
 USR1); open the socket with the configured umask, hand it to the configured user, drop
-privileges, and enter libmilter's main loop.
+privileges, and enter libmilter's main loop. With ``milter.workers`` > 1 the process opens
+the socket itself and a :class:`~authmilter.supervisor.Supervisor` forks that many workers,
+each running libmilter on the inherited descriptor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import logging
 import os
 import pwd
 import signal
+import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -28,10 +32,9 @@ from authmilter.engine import Engine, build_engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
 from authmilter.milter_adapter import FLAGS, AuthMilter
+from authmilter.supervisor import WAITED, Supervisor
 
 log = logging.getLogger("authmilter")
-
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 class EngineHolder:
@@ -55,38 +58,88 @@ def run(config_path: str) -> int:
     cfg = load(config_path)
     setup_logging(cfg.milter)
     engine = build_engine(cfg)
-    holder = EngineHolder(engine)
+    # Before any thread exists: libmilter's signal thread and our sigwait()s need these blocked.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+    if cfg.milter.workers == 1:
+        return _serve(cfg, config_path, engine)
+    listener = open_listener(cfg)
+    _drop_privileges(cfg)
+    log.info(
+        "authmilter %s listening on %s with %d workers (authserv-id %s)",
+        __version__,
+        cfg.milter.socket,
+        cfg.milter.workers,
+        engine.authserv_id,
+    )
 
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGUSR1})
+    def spawn(slot: int) -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's code
+            status = 1
+            try:
+                fresh = _fresh_engine(config_path, engine) if supervisor.restarts else engine
+                status = _serve(cfg, config_path, fresh, fd=listener.fileno(), worker=slot + 1)
+            except BaseException:
+                log.exception("worker %d failed", slot + 1)
+            finally:
+                os._exit(status)
+        return pid
+
+    supervisor = Supervisor(cfg.milter.workers, spawn)
+    try:
+        return supervisor.run()
+    finally:
+        listener.close()
+        _remove_socket(cfg)
+        log.info("authmilter stopped")
+
+
+def _fresh_engine(config_path: str, fallback: Engine) -> Engine:
+    """A restarted worker reads the config again (it may have been reloaded since)."""
+    holder = EngineHolder(fallback)
+    reload_engine(config_path, holder)
+    return holder.get()
+
+
+def _serve(
+    cfg: Config, config_path: str, engine: Engine, fd: int | None = None, worker: int = 0
+) -> int:
+    """One libmilter main loop: on the configured socket, or on an inherited one (``fd``)."""
+    holder = EngineHolder(engine)
     reloader = threading.Thread(
         target=_reload_loop, args=(config_path, holder), name="reload", daemon=True
     )
     reloader.start()
-
+    prefix = f"{worker}." if worker else ""
     counter = itertools.count(1)
-    Milter.factory = lambda: AuthMilter(holder.get, next(counter))
+    Milter.factory = lambda: AuthMilter(holder.get, f"{prefix}{next(counter)}")
     Milter.set_flags(FLAGS)
     Milter.set_exception_policy(Milter.TEMPFAIL)
-    _register(cfg)
-    _open_socket(cfg)
-    _drop_privileges(cfg)
-    log.info(
-        "authmilter %s listening on %s (authserv-id %s)",
-        __version__,
-        cfg.milter.socket,
-        engine.authserv_id,
-    )
+    _register(cfg, f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket))
+    if fd is None:
+        _open_socket(cfg)
+        _drop_privileges(cfg)
+        log.info(
+            "authmilter %s listening on %s (authserv-id %s)",
+            __version__,
+            cfg.milter.socket,
+            engine.authserv_id,
+        )
+    else:
+        milter.opensocket(False)
     try:
         milter.main()
     except milter.error as exc:
         raise AuthmilterError(f"milter main loop failed: {exc}") from None
     finally:
-        _remove_socket(cfg)
-    log.info("authmilter stopped")
+        if fd is None:
+            _remove_socket(cfg)
+    if fd is None:
+        log.info("authmilter stopped")
     return 0
 
 
-def _register(cfg: Config) -> None:
+def _register(cfg: Config, spec: str) -> None:
     """What Milter.runmilter does before opening the socket (we need a step in between)."""
     milter.set_connect_callback(Milter.connect_callback)
     milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
@@ -98,7 +151,7 @@ def _register(cfg: Config) -> None:
     milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
     milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
     milter.set_close_callback(Milter.close_callback)
-    milter.setconn(_libmilter_spec(cfg.milter.socket))
+    milter.setconn(spec)
     milter.settimeout(cfg.milter.timeout)
     milter.register(
         "authmilter",
@@ -121,9 +174,7 @@ def _unix_path(spec: str) -> str | None:
 def _open_socket(cfg: Config) -> None:
     path = _unix_path(cfg.milter.socket)
     if path is not None:
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise ConfigError(f"{cfg.path}: milter.socket: directory {parent} does not exist")
+        _check_socket_dir(cfg, path)
     old = os.umask(int(cfg.milter.umask, 8))
     try:
         milter.opensocket(True)  # True: remove a stale socket left by a crash
@@ -134,6 +185,47 @@ def _open_socket(cfg: Config) -> None:
     if path is not None and cfg.milter.user and os.geteuid() == 0:
         uid, gid = _user_ids(cfg)
         os.chown(path, uid, gid)
+
+
+def open_listener(cfg: Config) -> socket.socket:
+    """The listening socket the workers share (what libmilter would open itself)."""
+    spec = cfg.milter.socket
+    kind, _, rest = spec.partition(":")
+    if kind == "fd":
+        return socket.socket(fileno=int(rest))
+    path = _unix_path(spec)
+    try:
+        if path is not None:
+            _check_socket_dir(cfg, path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    Path(path).unlink()  # stale socket of a crashed run
+            old = os.umask(int(cfg.milter.umask, 8))
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(old)
+            if cfg.milter.user and os.geteuid() == 0:
+                os.chown(path, *_user_ids(cfg))
+        else:
+            port, _, host = rest.partition("@")
+            family = socket.AF_INET6 if kind == "inet6" else socket.AF_INET
+            host = host.strip("[]") or ("::" if family == socket.AF_INET6 else "0.0.0.0")  # noqa: S104
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+        sock.listen(128)
+    except OSError as exc:
+        raise AuthmilterError(f"cannot open milter socket {spec}: {exc.strerror}") from None
+    os.set_inheritable(sock.fileno(), True)
+    return sock
+
+
+def _check_socket_dir(cfg: Config, path: str) -> None:
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise ConfigError(f"{cfg.path}: milter.socket: directory {parent} does not exist")
 
 
 def _remove_socket(cfg: Config) -> None:

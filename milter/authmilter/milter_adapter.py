@@ -41,7 +41,7 @@ FLAGS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE
 class AuthMilter(Milter.Base):  # type: ignore[misc]
     """One instance per SMTP connection."""
 
-    def __init__(self, engine_provider: Callable[[], Engine], conn_id: int = 0) -> None:
+    def __init__(self, engine_provider: Callable[[], Engine], conn_id: str = "0") -> None:
         self._engine_provider = engine_provider
         self.engine = engine_provider()  # one engine for the whole connection
         self.conn_id = conn_id

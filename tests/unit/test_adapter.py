@@ -72,7 +72,7 @@ def feed(
 ) -> tuple[FakeCtx, int]:
     eng = engine or make_engine()
     ctx = FakeCtx(macros)
-    m = AuthMilter(lambda: eng, 1)
+    m = AuthMilter(lambda: eng, "1")
     m._setctx(ctx)
     m._protocol = Milter.P_HDR_LEADSPC
     assert m.connect("client.example", socket.AF_INET, (ip, 4711)) == Milter.CONTINUE
