@@ -8,10 +8,12 @@ pass, with the static resolver and with the real resolver against a loopback DNS
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from authmilter.checks.dkim_body import BodyHasher, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
 from authmilter.dnsresolver import DnspythonResolver, Resolver, StaticResolver
@@ -53,6 +55,19 @@ def _expected(name: str) -> list[tuple[object, ...]]:
 @pytest.mark.parametrize("crlf", [False, True])
 def test_vectors_pass_with_static_resolver(name: str, crlf: bool) -> None:
     assert _check(name, _static(), crlf) == _expected(name)
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+@pytest.mark.parametrize("chunk", [1, 7, 64, 65536])
+def test_vectors_pass_with_the_body_streamed(name: str, chunk: int) -> None:
+    tx = parse_message((DATA / name).read_bytes())
+    hasher = BodyHasher(body_specs(tx.headers, DkimConfig().max_signatures))
+    for i in range(0, len(tx.body), chunk):
+        hasher.update(tx.body[i : i + chunk])
+    streamed = replace(tx, body=b"", body_size=hasher.size, body_digests=hasher.digests())
+    results = verify_dkim(streamed, _static(), DkimConfig())
+    got = [(r.result, r.algorithm, r.selector, r.domain, r.key_bits, r.header_b) for r in results]
+    assert got == _expected(name)
 
 
 def test_zone_has_multi_string_key_records() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter.checks import dkim_verify
+from authmilter.checks.dkim_body import BodyHasher, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
 from authmilter.dnsresolver import Answer, StaticResolver
-from authmilter.model import Transaction, parse_message
+from authmilter.model import HeaderField, Transaction, parse_message
 from authmilter.results import DkimResult, Result
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dkim"
@@ -526,52 +528,48 @@ def test_body_too_large_does_not_build_the_message(
     )
 
 
-def test_one_dkim_object_for_all_signatures(
+def test_signatures_are_verified_without_dkimpy(
     rsa2048: Key, ed: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[int] = []
-    real = dkim_verify.dkim.DKIM
-
-    class Counting(real):  # type: ignore[misc, valid-type]
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            made.append(1)
-            super().__init__(*a, **kw)
+    def forbidden(*a: Any, **kw: Any) -> None:
+        raise AssertionError("dkimpy's verifier was used")
 
     signed = sign(sign(MESSAGE, rsa2048), ed, selector="ed")
-    monkeypatch.setattr(dkim_verify.dkim, "DKIM", Counting)
+    monkeypatch.setattr(dkim.DKIM, "__init__", forbidden)
+    monkeypatch.setattr(dkim.DKIM, "verify", forbidden)
     resolver = resolver_for((SEL, rsa2048), ("ed._domainkey.example.com", ed))
     assert [r.result for r in check(signed, resolver)] == [Result.PASS, Result.PASS]
-    assert made == [1]
 
 
-def test_unexpected_dkimpy_exception_is_permerror(
+def test_unexpected_crypto_exception_is_permerror(
     rsa2048: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(self: Any, idx: int = 0, dnsfunc: Any = None) -> bool:
-        raise ZeroDivisionError("dkimpy bug")
+    def explode(*a: Any, **kw: Any) -> bool:
+        raise ZeroDivisionError("crypto bug")
 
-    monkeypatch.setattr(dkim.DKIM, "verify", explode)
+    monkeypatch.setattr(dkim_verify, "verify_signature", explode)
     r = one(sign(MESSAGE, rsa2048), resolver_for((SEL, rsa2048)))
     assert r.result is Result.PERMERROR
-    assert "dkimpy bug" in r.reason
+    assert "crypto bug" in r.reason
 
 
-def test_unexpected_error_parsing_the_message_is_permerror(
+def test_unexpected_error_preparing_the_message_is_permerror(
     rsa2048: Key, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signed = sign(MESSAGE, rsa2048)
 
-    def explode(self: Any, message: Any) -> None:
-        raise MemoryError("out of memory in dkimpy")
+    def explode(*a: Any, **kw: Any) -> None:
+        raise MemoryError("out of memory hashing")
 
-    monkeypatch.setattr(dkim.DKIM, "set_message", explode)
+    monkeypatch.setattr(dkim_verify, "hash_body", explode)
     r = one(signed, resolver_for((SEL, rsa2048)))
-    assert (r.result, r.reason) == (Result.PERMERROR, "internal error: out of memory in dkimpy")
+    assert (r.result, r.reason) == (Result.PERMERROR, "internal error: out of memory hashing")
 
 
 def test_header_dkimpy_cannot_parse_is_permerror(rsa2048: Key) -> None:
     signed = sign(MESSAGE, rsa2048)
-    # A field name with a byte outside %x21-7E: our parser keeps it, dkimpy refuses the message.
+    # A field name with a byte outside %x21-7E: parse_message keeps it, the verifier refuses
+    # the message (as dkimpy does).
     weird = signed.replace(b"To: Bob", b"X-\xffWeird: 1\r\nTo: Bob")
     assert len(parse_message(weird).headers) == len(parse_message(signed).headers) + 1
     r = one(weird, resolver_for((SEL, rsa2048)))
@@ -579,12 +577,73 @@ def test_header_dkimpy_cannot_parse_is_permerror(rsa2048: Key) -> None:
     assert r.reason.startswith("message unparseable")
 
 
-def test_dkimpy_skipping_the_key_is_not_a_fail(
-    rsa2048: Key, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(dkim.DKIM, "verify", lambda self, idx=0, dnsfunc=None: False)
-    r = one(sign(MESSAGE, rsa2048), resolver_for((SEL, rsa2048)))
+def _streamed(tx: Transaction) -> Transaction:
+    """The body replaced by its digests, as the adapter hands over a streamed body."""
+    hasher = BodyHasher(body_specs(tx.headers, 5))
+    hasher.update(tx.body)
+    return replace(tx, body=b"", body_size=len(tx.body), body_digests=hasher.digests())
+
+
+def test_precomputed_digest_is_used_when_the_body_was_not_kept(rsa2048: Key) -> None:
+    tx = _streamed(parse_message(sign(MESSAGE, rsa2048, length=True)))
+    assert not tx.body_kept and tx.body == b""
+    r = verify_dkim(tx, resolver_for((SEL, rsa2048)), DkimConfig())[0]
+    assert (r.result, r.reason.startswith("l= signs the whole body")) == (Result.PASS, True)
+    size = tx.size
+    r = verify_dkim(tx, resolver_for((SEL, rsa2048)), DkimConfig(max_body_bytes=size - 1))[0]
+    assert (r.result, r.reason) == (Result.NEUTRAL, f"message too large to verify ({size} bytes)")
+
+
+def test_precomputed_digest_wins_over_the_body(rsa2048: Key) -> None:
+    tx = parse_message(sign(MESSAGE, rsa2048))
+    wrong = replace(_streamed(tx), body=tx.body, body_size=None)
+    wrong = replace(
+        wrong, body_digests=tuple(replace(d, digest=b"x" * 32) for d in wrong.body_digests)
+    )
+    r = verify_dkim(wrong, resolver_for((SEL, rsa2048)), DkimConfig())[0]
+    assert (r.result, r.reason) == (Result.FAIL, "body hash mismatch")
+
+
+def test_body_not_kept_and_no_digest_is_neutral_without_dns(rsa2048: Key) -> None:
+    tx = replace(parse_message(sign(MESSAGE, rsa2048)), body=b"", body_size=100)
+    resolver = resolver_for((SEL, rsa2048))
+    r = verify_dkim(tx, resolver, DkimConfig())[0]
+    assert (r.result, r.reason) == (Result.NEUTRAL, "body hash not computed")
+    assert resolver.queries == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        (b"b=", b"b=!!", "b= value is not valid base64"),
+        (b"bh=", b"bh=A", "bh= value is not valid base64"),
+        (b"t=", b"t=9", "t= value is in the future"),
+        (b"q=dns/txt", b"q=dns", "q= value"),
+    ],
+)
+def test_more_malformed_signatures(rsa2048: Key, old: bytes, new: bytes, reason: str) -> None:
+    signed = sign(MESSAGE, rsa2048)
+    head, sep, rest = signed.partition(b"\r\nFrom: ")
+    head = re.sub(rb"([; ])" + re.escape(old), rb"\g<1>" + new, head, count=1)
+    r = one(head + sep + rest, resolver_for((SEL, rsa2048)))
     assert r.result is Result.PERMERROR
+    assert reason in r.reason, r.reason
+
+
+def test_i_subdomain_of_d_passes(rsa2048: Key) -> None:
+    signed = sign(MESSAGE, rsa2048, identity=b"alice@mail.example.com")
+    assert one(signed, resolver_for((SEL, rsa2048))).result is Result.PASS
+
+
+def test_q_list_with_dns_txt_is_accepted(rsa2048: Key) -> None:
+    # q= is signed, so a changed q= cannot pass: check the judgement itself.
+    field = parse_message(sign(MESSAGE, rsa2048)).headers[0]
+    listed = HeaderField(field.name, field.value.replace(b"q=dns/txt", b"q=dns/txt:other/x"))
+    assert listed.value != field.value
+    assert dkim_verify._precheck(dkim_verify._parse(listed), time.time()) is None
+    only_other = HeaderField(field.name, field.value.replace(b"q=dns/txt", b"q=other/x"))
+    early = dkim_verify._precheck(dkim_verify._parse(only_other), time.time())
+    assert early is not None and early.result is Result.PERMERROR
 
 
 # ----------------------------------------------------------------------------- the table

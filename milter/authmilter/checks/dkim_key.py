@@ -1,30 +1,28 @@
 """DKIM key records (RFC 6376 3.6.1, RFC 8463): fetch through our Resolver and judge them.
 
-dkimpy turns every key problem (no record, bad syntax, DNS timeout) into a plain ``False``,
-indistinguishable from a bad signature. So the key is looked up and checked here first, and
-each problem is raised as :class:`KeyProblem` (deliberately *not* a ``DKIMException``, so
-dkimpy lets it through) carrying its own RFC 8601 result.
+Every key problem (no record, bad syntax, DNS timeout, wrong type, too small) is raised as
+:class:`KeyProblem` carrying its own RFC 8601 result, so that none of them can be mistaken
+for a bad signature. The key itself is parsed with ``cryptography`` / PyNaCl
+(:mod:`authmilter.checks.dkim_crypto`).
 """
 
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass
 
-import dkim
 import dkim.util
 
+from authmilter.checks.dkim_crypto import KeyFormatError, PublicKey, load_public_key
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
 from authmilter.results import Result
 
-ED25519_BITS = 256
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 KEY_TYPES = {"rsa-sha256": "rsa", "rsa-sha1": "rsa", "ed25519-sha256": "ed25519"}
 
 
-class KeyProblem(Exception):  # noqa: N818 - a verdict carried out of dkimpy, not an error
+class KeyProblem(Exception):  # noqa: N818 - a verdict, not an error
     """The key cannot be used: ``result`` says how that is reported."""
 
     def __init__(self, result: Result, reason: str, key_bits: int = 0) -> None:
@@ -59,6 +57,11 @@ def fetch_key(resolver: Resolver, name: str, timeout: float | None) -> bytes:
 
 def check_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> int:
     """Judge one key record against the signature; return the key size in bits."""
+    return load_key(name, record, sig, min_rsa_bits).bits
+
+
+def load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> PublicKey:
+    """Judge one key record (found at ``name``) against the signature and parse its key."""
     try:
         tags = dkim.util.parse_tag_value(record)
     except dkim.util.InvalidTagValueList as exc:
@@ -90,15 +93,12 @@ def check_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) 
         if i_domain != sig.domain:
             raise KeyProblem(Result.PERMERROR, "key t=s forbids an i= subdomain of d=")
     try:
-        _pk, bits, _ktag, _tlsrpt = dkim.evaluate_pk(name.encode("ascii"), record)
-    except (dkim.DKIMException, binascii.Error, ValueError, TypeError) as exc:
-        raise KeyProblem(Result.PERMERROR, f"unusable key: {_text(exc)}") from None
-    if key_type == "ed25519":
-        return ED25519_BITS
-    bits = int(bits or 0)
-    if bits < min_rsa_bits:
-        raise KeyProblem(Result.POLICY, f"key too small ({bits} bits)", bits)
-    return bits
+        key = load_public_key(key_type, tags[b"p"])
+    except KeyFormatError as exc:
+        raise KeyProblem(Result.PERMERROR, f"unusable key: {_text(exc)} ({name})") from None
+    if key.kind == "rsa" and key.bits < min_rsa_bits:
+        raise KeyProblem(Result.POLICY, f"key too small ({key.bits} bits)", key.bits)
+    return key
 
 
 def a_label(name: str) -> str | None:

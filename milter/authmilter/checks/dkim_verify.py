@@ -1,9 +1,10 @@
 """DKIM verification of every signature (RFC 6376, RFC 8301, RFC 8463).
 
-dkimpy does the canonicalisation and the crypto, one signature per ``verify(idx)`` call;
-everything around it is decided here, because dkimpy reads DNS trouble, a missing key and
-a bad signature all as ``False``, accepts ``rsa-sha1``, and (1.1.4) only checks ``x=``
-against its own clock with 10 hours of slack.
+One path, no dkimpy at run time except its tag-list parser: the body hash comes from
+``tx.body_digests`` (computed while the body streamed in, :mod:`.dkim_body`) or, when the
+body was kept, from one :class:`~.dkim_body.BodyHasher` pass over it for all signatures;
+the header data is built by :mod:`.dkim_header` and checked with OpenSSL / libsodium
+(:mod:`.dkim_crypto`). dkimpy remains the oracle the tests compare against.
 
 Per signature, in message order, up to ``cfg.max_signatures`` (the rest: ``policy``):
 
@@ -22,25 +23,34 @@ unusable key (syntax, ``k=``, base64)  permerror
 malformed signature                    permerror
 RSA key < min_key_bits (>= 1024)       policy "key too small (N bits)"
 body larger than max_body_bytes        neutral "message too large to verify (N bytes)"
+body not kept and its hash not given   neutral "body hash not computed"
 unexpected exception                   permerror (exception text, logged)
 =====================================  ======================================
 """
 
 from __future__ import annotations
 
+import binascii
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 
-import dkim
 import dkim.util
-from dkim.canonicalization import CanonicalizationPolicy
 
-from authmilter.checks.dkim_key import KeyProblem, SignatureFacts, a_label, check_key, fetch_key
+from authmilter.checks.dkim_body import BodySpec, hash_body, parse_c, spec_of
+from authmilter.checks.dkim_crypto import verify_signature
+from authmilter.checks.dkim_header import CanonicalHeaders, HeaderFormatError
+from authmilter.checks.dkim_key import (
+    KeyProblem,
+    SignatureFacts,
+    a_label,
+    fetch_key,
+    load_key,
+)
 from authmilter.config import DkimConfig
 from authmilter.dnsresolver import Resolver
-from authmilter.model import HeaderField, Transaction
+from authmilter.model import BodyDigest, HeaderField, Transaction
 from authmilter.results import DkimResult, Result
 
 log = logging.getLogger(__name__)
@@ -48,32 +58,47 @@ log = logging.getLogger(__name__)
 MIN_RSA_BITS = 1024  # RFC 8301 3.2: never accept less, whatever the config says
 KEY_TIMEOUT = 5.0  # seconds per key lookup (the resolver may clamp it lower)
 HEADER_B_CHARS = 8  # RFC 6008
+FUTURE_SLACK = 36000  # t= up to 10 h ahead is a clock skew, not an error (as dkimpy)
 MANDATORY_TAGS = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
 KNOWN_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 _DIGITS = re.compile(rb"\d{1,16}\Z")
+_BASE64 = re.compile(rb"[\s0-9A-Za-z+/]+[\s=]*\Z")
+_SPACE = re.compile(rb"\s+")
 
 
 @dataclass(slots=True)
 class _Signature:
     """One DKIM-Signature field, parsed as far as it goes."""
 
+    header: HeaderField
     tags: dict[bytes, bytes] = field(default_factory=dict)
     error: str = ""  # why the tag list itself could not be parsed
+    _names: tuple[str | None, str | None] | None = None  # (d=, s=) as A-labels, once
 
     def text(self, tag: bytes) -> str:
         return self.tags.get(tag, b"").decode("utf-8", "replace").strip()
 
     def domain(self) -> str:
         """d= as a lower-case A-label name (RFC 8616), or as written when it is not one."""
-        return a_label(self.text(b"d")) or self.text(b"d").lower()
+        if self._names is None:
+            self._names = self._a_labels()
+        return self._names[0] or self.text(b"d").lower()
 
     def key_name(self) -> str | None:
         """Where the key lives (A-labels, RFC 8616), or None for a malformed d= / s=."""
-        domain, selector = a_label(self.text(b"d")), a_label(self.text(b"s"))
+        if self._names is None:
+            self._names = self._a_labels()
+        domain, selector = self._names
         if not domain or not selector:
             return None
         name = f"{selector}._domainkey.{domain}"
         return name if len(name) <= 253 else None
+
+    def _a_labels(self) -> tuple[str | None, str | None]:
+        return a_label(self.text(b"d")), a_label(self.text(b"s"))
+
+    def spec(self) -> BodySpec | None:
+        return spec_of(self.tags)
 
     def result(self, result: Result, reason: str, **extra: int | None) -> DkimResult:
         b = re.sub(r"\s+", "", self.text(b"b"))
@@ -106,8 +131,8 @@ def verify_dkim(
             results[idx] = sig.result(Result.POLICY, f"not verified: more than {cap} signatures")
         elif (early := _precheck(sig, now)) is not None:
             results[idx] = early
-        elif len(tx.body) > cfg.max_body_bytes:
-            reason = f"message too large to verify ({len(tx.body)} bytes)"
+        elif tx.size > cfg.max_body_bytes:
+            reason = f"message too large to verify ({tx.size} bytes)"
             results[idx] = sig.result(Result.NEUTRAL, reason)
     todo = [i for i in range(len(sigs)) if i not in results]
     if todo:
@@ -117,9 +142,9 @@ def verify_dkim(
 
 def _parse(hf: HeaderField) -> _Signature:
     try:
-        return _Signature(tags=dkim.util.parse_tag_value(hf.value))
+        return _Signature(hf, tags=dkim.util.parse_tag_value(hf.value))
     except (dkim.util.InvalidTagValueList, ValueError) as exc:
-        return _Signature(error=f"bad tag list: {_short(exc)}")
+        return _Signature(hf, error=f"bad tag list: {_short(exc)}")
 
 
 def _precheck(sig: _Signature, now: float) -> DkimResult | None:
@@ -141,9 +166,22 @@ def _precheck(sig: _Signature, now: float) -> DkimResult | None:
         return sig.result(Result.PERMERROR, "From not signed (RFC 6376 6.1.1)")
     if sig.key_name() is None:
         return sig.result(Result.PERMERROR, "bad d= or s= (not a domain name)")
+    for tag in (b"b", b"bh"):
+        value = sig.tags[tag]
+        if not _BASE64.match(value) or len(_SPACE.sub(b"", value)) % 4:
+            return sig.result(Result.PERMERROR, f"{tag.decode()}= value is not valid base64")
+    if parse_c(sig.tags.get(b"c")) is None:
+        return sig.result(Result.PERMERROR, f"invalid c= value: {sig.text(b'c')}")
+    if b"i" in sig.tags and not _identity_in_domain(sig):
+        reason = f"i= domain is not a subdomain of d= (i={sig.text(b'i')} d={sig.text(b'd')})"
+        return sig.result(Result.PERMERROR, reason)
+    if b"q" in sig.tags and "dns/txt" not in [q.strip() for q in sig.text(b"q").split(":")]:
+        return sig.result(Result.PERMERROR, f"q= value is not dns/txt ({sig.text(b'q')})")
     for tag in (b"t", b"x", b"l"):
         if tag in sig.tags and not _DIGITS.match(sig.tags[tag].strip()):
             return sig.result(Result.PERMERROR, f"{tag.decode()}= is not a number")
+    if b"t" in sig.tags and int(sig.tags[b"t"]) > now + FUTURE_SLACK:
+        return sig.result(Result.PERMERROR, f"t= value is in the future ({sig.text(b't')})")
     if b"x" in sig.tags:
         expires = int(sig.tags[b"x"])
         if b"t" in sig.tags and expires < int(sig.tags[b"t"]):
@@ -153,6 +191,14 @@ def _precheck(sig: _Signature, now: float) -> DkimResult | None:
     return None
 
 
+def _identity_in_domain(sig: _Signature) -> bool:
+    """RFC 6376 3.5: the domain of i= is d= or a subdomain of it."""
+    i_domain = sig.text(b"i").rpartition("@")[2]
+    i_domain = a_label(i_domain) or i_domain.lower()
+    d = sig.domain()
+    return i_domain == d or i_domain.endswith("." + d)
+
+
 def _verify_all(
     tx: Transaction,
     resolver: Resolver,
@@ -160,96 +206,85 @@ def _verify_all(
     sigs: list[_Signature],
     todo: list[int],
 ) -> dict[int, DkimResult]:
-    """Run dkimpy over the signatures in ``todo``, one DKIM object for all of them."""
+    """Verify the signatures in ``todo``: header canonicalised and body hashed once."""
     min_bits = max(MIN_RSA_BITS, cfg.min_key_bits)
     try:
-        verifier = dkim.DKIM(
-            tx.raw_message(), minkey=min_bits, timeout=KEY_TIMEOUT, logger=_DKIMPY_LOG
-        )
-    except dkim.DKIMException as exc:
-        return {
-            i: sigs[i].result(Result.PERMERROR, f"message unparseable: {_short(exc)}") for i in todo
-        }
-    except Exception as exc:  # dkimpy bugs must not escape; never a pass or a fail
-        log.warning("dkim: unexpected error parsing the message: %r", exc, exc_info=True)
+        headers = CanonicalHeaders(tx.headers)
+        digests = _body_digests(tx, [spec for i in todo if (spec := sigs[i].spec())])
+    except HeaderFormatError as exc:
+        return {i: sigs[i].result(Result.PERMERROR, f"message unparseable: {exc}") for i in todo}
+    except Exception as exc:  # a bug must not escape; never a pass or a fail
+        log.warning("dkim: unexpected error preparing the message: %r", exc, exc_info=True)
         return {i: sigs[i].result(Result.PERMERROR, f"internal error: {_short(exc)}") for i in todo}
-    return {
-        i: _verify_one(verifier, i, sig=sigs[i], resolver=resolver, min_bits=min_bits, body=tx.body)
-        for i in todo
-    }
+    out: dict[int, DkimResult] = {}
+    for i in todo:
+        sig = sigs[i]
+        spec = sig.spec()
+        digest = digests.get(spec) if spec else None
+        if digest is None:
+            out[i] = sig.result(Result.NEUTRAL, "body hash not computed")
+            continue
+        try:
+            out[i] = _verify_one(sig, headers, digest, resolver, min_bits)
+        except Exception as exc:  # a bug must not escape; never a pass or a fail
+            log.warning("dkim: unexpected error verifying signature %d: %r", i, exc, exc_info=True)
+            out[i] = sig.result(Result.PERMERROR, f"internal error: {_short(exc)}")
+    return out
+
+
+def _body_digests(tx: Transaction, specs: list[BodySpec]) -> dict[BodySpec, BodyDigest]:
+    """The digests for ``specs``: precomputed ones, the rest hashed from the kept body."""
+    found: dict[BodySpec, BodyDigest] = {}
+    for spec in specs:
+        if (d := tx.digest_for(*spec)) is not None:
+            found[spec] = d
+    missing = {s for s in specs if s not in found}
+    if missing and tx.body_kept:
+        for d in hash_body(tx.body, missing):
+            found[(d.canon, d.algorithm, d.length)] = d
+    return found
 
 
 def _verify_one(
-    verifier: dkim.DKIM,
-    idx: int,
-    *,
     sig: _Signature,
+    headers: CanonicalHeaders,
+    digest: BodyDigest,
     resolver: Resolver,
     min_bits: int,
-    body: bytes,
 ) -> DkimResult:
     facts = SignatureFacts(
         algorithm=sig.text(b"a").lower(), domain=sig.domain(), identity=sig.text(b"i")
     )
     key_name = sig.key_name() or ""  # checked by _precheck
-    key_bits: list[int] = []
-
-    def dnsfunc(name: bytes, timeout: float | None = None) -> bytes:
-        # dkimpy's name is raw d=/s= bytes (U-labels stay UTF-8): use the A-label form.
-        record = fetch_key(resolver, key_name, timeout)
-        key_bits.append(check_key(key_name, record, facts, min_bits))
-        return record
-
     try:
-        valid = verifier.verify(idx=idx, dnsfunc=dnsfunc)
+        record = fetch_key(resolver, key_name, KEY_TIMEOUT)
+        key = load_key(key_name, record, facts, min_bits)
     except KeyProblem as problem:
         return sig.result(problem.result, problem.reason, key_bits=problem.key_bits)
-    except dkim.ValidationError as exc:
-        text = _short(exc)
-        if text.startswith("body hash mismatch"):
-            return sig.result(Result.FAIL, "body hash mismatch", key_bits=_last(key_bits))
-        if text.startswith("x= value is past"):
-            return sig.result(Result.FAIL, "signature expired")
-        return sig.result(Result.PERMERROR, text, key_bits=_last(key_bits))
-    except dkim.KeyFormatError as exc:
-        if str(exc).startswith("public key too small"):
-            bits = _last(key_bits)
-            return sig.result(Result.POLICY, f"key too small ({bits} bits)", key_bits=bits)
-        return sig.result(Result.PERMERROR, f"unusable key: {_short(exc)}")
-    except dkim.DKIMException as exc:
-        return sig.result(Result.PERMERROR, _short(exc), key_bits=_last(key_bits))
-    except Exception as exc:  # dkimpy bugs must not escape; never a pass or a fail
-        log.warning("dkim: unexpected error verifying signature %d: %r", idx, exc, exc_info=True)
-        return sig.result(Result.PERMERROR, f"internal error: {_short(exc)}")
-    if not key_bits:
-        # dkimpy returned without asking for the key: it did not check this signature.
-        return sig.result(Result.PERMERROR, "signature not found by dkimpy")
-    if not valid:
-        return sig.result(Result.FAIL, "signature did not verify", key_bits=key_bits[-1])
-    if b"l" in sig.tags:
-        return _partial_pass(sig, body, key_bits[-1])
-    return sig.result(Result.PASS, "", key_bits=key_bits[-1])
+    if digest.digest != _b64(sig.tags[b"bh"]):
+        return sig.result(Result.FAIL, "body hash mismatch", key_bits=key.bits)
+    header_canon = (parse_c(sig.tags.get(b"c")) or ("simple", "simple"))[0]
+    data = headers.signed_data(header_canon, sig.tags[b"h"], sig.header)
+    if not verify_signature(key, digest.algorithm, _b64(sig.tags[b"b"]), data):
+        return sig.result(Result.FAIL, "signature did not verify", key_bits=key.bits)
+    if digest.length is not None:
+        signed, total = digest.length, digest.canonical_length
+        if signed < total:
+            reason = f"l= signs only {signed} of {total} body bytes"
+        else:
+            reason = f"l= signs the whole body ({signed} bytes)"
+        return sig.result(Result.PASS, reason, key_bits=key.bits, body_length=signed)
+    return sig.result(Result.PASS, "", key_bits=key.bits)
 
 
-def _partial_pass(sig: _Signature, body: bytes, key_bits: int) -> DkimResult:
-    """A valid ``l=`` signature: pass, but say how much of the body it covers."""
-    signed = int(sig.tags[b"l"])
-    policy = CanonicalizationPolicy.from_c_value(sig.tags.get(b"c", b"simple/simple"))
-    total = len(policy.canonicalize_body(body))
-    if signed < total:
-        reason = f"l= signs only {signed} of {total} body bytes"
-    else:
-        reason = f"l= signs the whole body ({signed} bytes)"
-    return sig.result(Result.PASS, reason, key_bits=key_bits, body_length=signed)
-
-
-def _last(values: list[int]) -> int:
-    return values[-1] if values else 0
+def _b64(value: bytes) -> bytes:
+    """A b= / bh= value decoded (checked by _precheck); b"" when it still does not decode."""
+    try:
+        return binascii.a2b_base64(_SPACE.sub(b"", value))
+    except binascii.Error:
+        return b""
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-_DKIMPY_LOG = logging.getLogger("authmilter.dkimpy")
