@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from authmilter import headers, policy
+from authmilter.checks.dkim_body import BodySpec, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
 from authmilter.checks.fromfield import FromSyntaxError, parse_from, parse_mailboxes
 from authmilter.checks.spf import check_helo, check_spf
 from authmilter.config import Config
 from authmilter.dnsresolver import DnspythonResolver, Resolver
-from authmilter.model import Envelope, Transaction
+from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
 from authmilter.results import (
     Action,
@@ -80,6 +82,20 @@ class Engine:
         if not self.config.spf.enabled or self.trust_reason(env):
             return None
         return check_spf(env, self.resolver, self.config.spf, receiver=self.authserv_id)
+
+    def body_specs(self, env: Envelope, headers: Sequence[HeaderField]) -> frozenset[BodySpec]:
+        """The body hashes this message will need, so the adapter can stream the body."""
+        if self.trust_reason(env):
+            signer = self._active_signer()
+            return frozenset([signer.body_spec]) if signer is not None else frozenset()
+        if not self.config.dkim.verify:
+            return frozenset()
+        return body_specs(headers, self.config.dkim.max_signatures)
+
+    def _active_signer(self) -> Signer | None:
+        if self.signer is None or not self.signer.has_keys or not self.config.signing.enabled:
+            return None
+        return self.signer
 
     def check_recipient(self, env: Envelope, spf: SpfResult | None) -> Decision | None:
         """A reject at RCPT TO, when configured for SPF fail."""
@@ -184,9 +200,8 @@ class Engine:
                 AR_NAME, headers.render_authentication_results(self.authserv_id, results, env), 0
             )
         ]
-        signatures: tuple[HeaderEdit, ...] = ()
-        if self.signer is not None and self.signer.has_keys and self.config.signing.enabled:
-            signatures = self.signer.sign(tx)
+        signer = self._active_signer()
+        signatures = signer.sign(tx) if signer is not None else ()
         return Decision(
             action=Action.ACCEPT,
             add_headers=(*adds, *signatures),

@@ -20,6 +20,7 @@ from typing import Any
 
 import Milter
 
+from authmilter.checks.dkim_body import BodyHasher
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, to_crlf
 from authmilter.results import Action, Decision, SpfResult
@@ -50,7 +51,7 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     def _reset(self) -> None:
         self.headers: list[HeaderField] = []
-        self.chunks: list[bytes] = []
+        self.hasher: BodyHasher | None = None  # the body streams through it, never kept
         self.spf: SpfResult | None = None
         self.error: str = ""
         self.started = time.monotonic()
@@ -138,11 +139,20 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     def eoh(self) -> int:
+        try:
+            self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
+        except Exception:  # noqa: BLE001
+            self._fail("eoh")
         return Milter.CONTINUE
 
     @Milter.noreply
     def body(self, chunk: bytes) -> int:
-        self.chunks.append(chunk)
+        try:
+            if self.hasher is None:  # no EOH seen (some MTAs): hash from here on
+                self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
+            self.hasher.update(chunk)
+        except Exception:  # noqa: BLE001
+            self._fail("body")
         return Milter.CONTINUE
 
     def eom(self) -> int:
@@ -150,10 +160,13 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             if self.error:
                 return self._internal_error()
             self.env = dataclasses.replace(self.env, queue_id=self._macro("i") or self.env.queue_id)
+            hasher = self.hasher or BodyHasher(self.engine.body_specs(self.env, self.headers))
             tx = Transaction(
-                envelope=self.env, headers=tuple(self.headers), body=to_crlf(b"".join(self.chunks))
+                envelope=self.env,
+                headers=tuple(self.headers),
+                body_size=hasher.size,
+                body_digests=hasher.digests(),
             )
-            self.chunks = []
             decision = self.engine.process(tx, self.spf)
             self._apply(decision)
             self._log(decision)

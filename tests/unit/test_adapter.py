@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import Milter
@@ -167,3 +168,49 @@ def test_quarantine_action() -> None:
     )
     assert rc == Milter.ACCEPT
     assert ctx.quarantined
+
+
+def test_authenticated_mail_is_signed_from_the_streamed_body(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from authmilter.checks.dkim_verify import verify_dkim
+    from authmilter.config import DkimConfig
+    from authmilter.model import HeaderField, Transaction
+    from authmilter.results import Result
+    from authmilter.signing.signer import Signer
+
+    data = Path(__file__).resolve().parent.parent / "data" / "signing"
+    key = tmp_path / "k.pem"
+    shutil.copyfile(data / "rsa2048-pkcs8.pem", key)
+    os.chmod(key, 0o600)
+    cfg = from_dict(
+        {
+            "milter": {"authserv_id": "mx.test"},
+            "trust": {"internal_hosts": []},
+            "signing": {
+                "keys": [{"domain": "example.com", "selector": "s1", "key_file": str(key)}]
+            },
+        }
+    )
+    eng = Engine(cfg, StaticResolver(), signer=Signer.from_config(cfg.signing, str(tmp_path)))
+    message = simple_message(body="line one  \nline two\n\n\n" * 500)
+    ctx, rc = feed(
+        message, ip="203.0.113.9", macros={"{auth_authen}": "alice"}, engine=eng, split_body=1000
+    )
+    assert rc == Milter.ACCEPT
+    sigs = [v for n, v, _ in ctx.added if n == "DKIM-Signature"]
+    assert len(sigs) == 1
+    signer = eng.signer
+    assert signer is not None
+    resolver = StaticResolver(
+        {
+            ("s1._domainkey.example.com", "TXT"): [
+                f"v=DKIM1; k=rsa; p={signer.keys[0].key.public_p()}"
+            ]
+        }
+    )
+    received = parse_message(message)
+    sig = HeaderField("DKIM-Signature", sigs[0].replace("\n", "\r\n").encode())
+    tx = Transaction(headers=(sig, *received.headers), body=received.body)
+    assert [r.result for r in verify_dkim(tx, resolver, DkimConfig())] == [Result.PASS]

@@ -13,7 +13,6 @@ byte); the signature itself is made with ``cryptography`` (see :mod:`.keys`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from dkim import select_headers
 from dkim.canonicalization import CanonicalizationPolicy
 
+from authmilter.checks.dkim_body import BodySpec, hash_body
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
 from authmilter.config import SigningConfig
 from authmilter.errors import ConfigError
@@ -96,6 +96,7 @@ class Signer:
         header_c, _, body_c = canonicalization.partition("/")
         self.canonicalization = f"{header_c}/{body_c or 'simple'}"
         self._policy = CanonicalizationPolicy.from_c_value(self.canonicalization.encode())
+        self.body_spec: BodySpec = (body_c or "simple", "sha256", None)  # what bh= needs
         sign = [h.lower() for h in headers] or list(DEFAULT_SIGN_HEADERS)
         self._oversign = tuple(dict.fromkeys(oversign_headers))
         self._sign_set = frozenset([*sign, "from", *(h.lower() for h in self._oversign)])
@@ -222,9 +223,12 @@ class Signer:
         if not todo:
             return ()
         timestamp = int(time.time()) if now is None else int(now)
-        body_hash = base64.b64encode(
-            hashlib.sha256(self._policy.canonicalize_body(tx.body)).digest()
-        ).decode("ascii")
+        digest = tx.digest_for(*self.body_spec)
+        if digest is None:
+            if not tx.body_kept:
+                raise ValueError("body neither kept nor hashed for signing")
+            digest = hash_body(tx.body, [self.body_spec])[0]
+        body_hash = base64.b64encode(digest.digest).decode("ascii")
         h_names = self.header_list(tx.headers)
         edits = []
         for sel in todo:
