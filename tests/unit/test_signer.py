@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from dkim.canonicalization import CanonicalizationPolicy
 
 from authmilter.config import KeySpec, SigningConfig
 from authmilter.errors import ConfigError
@@ -282,9 +281,8 @@ def test_same_signature_as_dkimpy(keydir: Path, canon: tuple[bytes, bytes], kind
     value = field[len(b"DKIM-Signature: ") :].rstrip(b"\r\n")
     unsigned = _B.sub(rb"\1", value).decode()
     dkimpy_b = re.sub(r"\s", "", parse_tags(value.decode())["b"])
-    policy = CanonicalizationPolicy.from_c_value(b"/".join(canon))
     data = header_hash_input(
-        policy, parse_message(MESSAGE).headers, [h.decode() for h in include], unsigned
+        canon[0].decode(), parse_message(MESSAGE).headers, [h.decode() for h in include], unsigned
     )
     assert base64.b64encode(key.sign(data)).decode() == dkimpy_b
     # and our body hash is dkimpy's

@@ -6,8 +6,8 @@ matches the single address in the From field signs, in one pass (RSA and Ed25519
 side). With ``signing.subdomains`` a From domain that matches nothing is retried as each of its
 parent domains. A key whose ``d=``/``s=`` already signed the message is skipped.
 
-Canonicalisation and header selection use dkimpy's helpers (so verifiers agree byte for
-byte); the signature itself is made with ``cryptography`` (see :mod:`.keys`).
+Canonicalisation and header selection are the verifier's own (checked byte for byte against
+dkimpy in the tests); the signature itself is made with ``cryptography`` (see :mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dkim import select_headers
-from dkim.canonicalization import CanonicalizationPolicy
-
 from authmilter.checks.dkim_body import BodySpec, hash_body
+from authmilter.checks.dkim_header import CanonicalHeaders
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
 from authmilter.config import SigningConfig
 from authmilter.errors import ConfigError
@@ -95,7 +93,7 @@ class Signer:
         self._tables = tuple(tables)
         header_c, _, body_c = canonicalization.partition("/")
         self.canonicalization = f"{header_c}/{body_c or 'simple'}"
-        self._policy = CanonicalizationPolicy.from_c_value(self.canonicalization.encode())
+        self._header_canon = header_c
         self.body_spec: BodySpec = (body_c or "simple", "sha256", None)  # what bh= needs
         sign = [h.lower() for h in headers] or list(DEFAULT_SIGN_HEADERS)
         self._oversign = tuple(dict.fromkeys(oversign_headers))
@@ -258,7 +256,7 @@ class Signer:
         if self.expire > 0:
             tags.append(("x", str(timestamp + self.expire)))
         unsigned = fold_signature(tags, h_names, body_hash)
-        data = header_hash_input(self._policy, tx.headers, h_names, unsigned)
+        data = header_hash_input(self._header_canon, tx.headers, h_names, unsigned)
         b = base64.b64encode(sel.key.key.sign(data)).decode("ascii")
         return unsigned + fold_b(unsigned, b)
 
@@ -267,28 +265,20 @@ class Signer:
 
 
 def header_hash_input(
-    policy: CanonicalizationPolicy,
+    header_canon: str,
     headers: Sequence[HeaderField],
     h_names: Sequence[str],
     signature_value: str,
 ) -> bytes:
     """RFC 6376 3.7: the canonicalised signed fields, then the signature field (b= empty).
 
-    ``signature_value`` is the field value as the MTA will store it, CRLF folded, without
-    the leading space the MTA inserts after the colon.
+    The same code the verifier uses (:class:`~authmilter.checks.dkim_header.CanonicalHeaders`),
+    so what we sign is what we, and dkimpy, check. ``signature_value`` is the field value as
+    the MTA will store it, CRLF folded, without the leading space the MTA inserts.
     """
-    fields = [(h.name.encode("ascii", "surrogateescape"), h.value + b"\r\n") for h in headers]
-    canon = policy.canonicalize_headers(fields)
-    chosen = select_headers(canon, [n.lower().encode("ascii") for n in h_names])
-    sig = policy.canonicalize_headers(
-        [(SIGNATURE_FIELD.encode(), b" " + signature_value.encode("ascii"))]
-    )
-    out = bytearray()
-    for name, value in chosen:
-        out += name + b":" + value
-    for name, value in sig:
-        out += name + b":" + value.rstrip()
-    return bytes(out)
+    field = HeaderField(SIGNATURE_FIELD, b" " + signature_value.encode("ascii"))
+    h_value = ":".join(h_names).encode("ascii")
+    return CanonicalHeaders(headers).signed_data(header_canon, h_value, field)
 
 
 def fold_signature(tags: list[tuple[str, str]], h_names: Sequence[str], body_hash: str) -> str:
