@@ -78,6 +78,11 @@ def _socket_spec(value: Any) -> str | None:
     return None
 
 
+def _signature_cap(value: Any) -> str | None:
+    # each signature may cost a key lookup (dns.timeout): keep the worst case in the MTA's budget
+    return None if 1 <= value <= 20 else "must be between 1 and 20"
+
+
 def _workers(value: Any) -> str | None:
     return None if 1 <= value <= 64 else "must be between 1 and 64"
 
@@ -174,7 +179,7 @@ class DkimConfig:
     """[dkim]: verification."""
 
     verify: bool = True
-    max_signatures: int = field(default=5, metadata=_check(_positive))
+    max_signatures: int = field(default=5, metadata=_check(_signature_cap))
     min_key_bits: int = field(default=1024, metadata=_check(_positive))
     max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive))
 

@@ -40,8 +40,8 @@ class HeaderField:
         return unfolded.decode("utf-8", "surrogateescape").strip()
 
     def is_named(self, name: str) -> bool:
-        """Case-insensitive field name comparison."""
-        return self.name.lower() == name.lower()
+        """Case-insensitive field name comparison (obsolete WSP before the colon ignored)."""
+        return self.name.rstrip(" \t").lower() == name.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,8 @@ def parse_message(data: bytes, envelope: Envelope | None = None) -> Transaction:
             headers[-1] = HeaderField(last.name, last.value + CRLF + line)
             continue
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name:
+        bare = name.rstrip(b" \t")  # "From :" (obsolete WSP before the colon) is a field too
+        if not colon or not bare or bare != bare.lstrip() or any(c in bare for c in b" \t"):
             # Not a header line: from here on it is body, as an MTA would see it.
             rest = CRLF.join(lines[i:]) + CRLF
             body = rest + (CRLF + body if sep else b"")

@@ -131,9 +131,13 @@ def dkimpy_says(raw: bytes, key: Key) -> bool:
 
 
 def ours(tx: Transaction, key: Key) -> Result:
+    """Our verdict, in dkimpy's terms: a valid l= signature that leaves part of the body
+    unsigned is a cryptographic pass for dkimpy and ``policy`` for us (never a pass)."""
     resolver = StaticResolver()
     resolver.add(SEL, "TXT", key.record)
     (r,) = verify_dkim(tx, resolver, DkimConfig())
+    if r.result is Result.POLICY and r.reason.startswith("l= signs only"):
+        return Result.PASS
     return r.result
 
 

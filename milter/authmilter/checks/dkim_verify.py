@@ -6,12 +6,14 @@ body was kept, from one :class:`~.dkim_body.BodyHasher` pass over it for all sig
 the header data is built by :mod:`.dkim_header` and checked with OpenSSL / libsodium
 (:mod:`.dkim_crypto`). dkimpy remains the oracle the tests compare against.
 
-Per signature, in message order, up to ``cfg.max_signatures`` (the rest: ``policy``):
+Per signature, in message order, up to ``cfg.max_signatures`` (the rest: one ``policy``
+result "N more signatures not verified"); a key is looked up once per message:
 
 =====================================  ======================================
 outcome                                result (reason)
 =====================================  ======================================
-valid                                  pass (``l=`` noted in reason and body_length)
+valid                                  pass (``l=`` covering the body: noted in reason)
+valid, ``l=`` shorter than the body    policy "l= signs only N of M body bytes; ..."
 header/signature mismatch              fail "signature did not verify"
 body hash mismatch                     fail "body hash mismatch"
 ``a=rsa-sha1``                         fail "rsa-sha1 not accepted (RFC 8301)"
@@ -124,12 +126,10 @@ def verify_dkim(
         return ()
     now = time.time() if now is None else now
     cap = cfg.max_signatures
-    sigs = [_parse(f) for f in fields]
+    sigs = [_parse(f) for f in fields[:cap]]
     results: dict[int, DkimResult] = {}
     for idx, sig in enumerate(sigs):
-        if idx >= cap:
-            results[idx] = sig.result(Result.POLICY, f"not verified: more than {cap} signatures")
-        elif (early := _precheck(sig, now)) is not None:
+        if (early := _precheck(sig, now)) is not None:
             results[idx] = early
         elif tx.size > cfg.max_body_bytes:
             reason = f"message too large to verify ({tx.size} bytes)"
@@ -137,7 +137,13 @@ def verify_dkim(
     todo = [i for i in range(len(sigs)) if i not in results]
     if todo:
         results.update(_verify_all(tx, resolver, cfg, sigs, todo))
-    return tuple(results[i] for i in range(len(sigs)))
+    out = tuple(results[i] for i in range(len(sigs)))
+    if len(fields) > cap:  # one line for the rest: the work and the header stay bounded
+        extra = len(fields) - cap
+        out += (
+            DkimResult(Result.POLICY, reason=f"{extra} more signatures not verified (limit {cap})"),
+        )
+    return out
 
 
 def _parse(hf: HeaderField) -> _Signature:
@@ -217,6 +223,7 @@ def _verify_all(
         log.warning("dkim: unexpected error preparing the message: %r", exc, exc_info=True)
         return {i: sigs[i].result(Result.PERMERROR, f"internal error: {_short(exc)}") for i in todo}
     out: dict[int, DkimResult] = {}
+    keys: dict[str, bytes | KeyProblem] = {}  # per message: a slow key costs one timeout
     for i in todo:
         sig = sigs[i]
         spec = sig.spec()
@@ -225,7 +232,7 @@ def _verify_all(
             out[i] = sig.result(Result.NEUTRAL, "body hash not computed")
             continue
         try:
-            out[i] = _verify_one(sig, headers, digest, resolver, min_bits)
+            out[i] = _verify_one(sig, headers, digest, resolver, min_bits, keys)
         except Exception as exc:  # a bug must not escape; never a pass or a fail
             log.warning("dkim: unexpected error verifying signature %d: %r", i, exc, exc_info=True)
             out[i] = sig.result(Result.PERMERROR, f"internal error: {_short(exc)}")
@@ -245,19 +252,28 @@ def _body_digests(tx: Transaction, specs: list[BodySpec]) -> dict[BodySpec, Body
     return found
 
 
-def _verify_one(
+def _verify_one(  # noqa: PLR0917  (internal helper; every argument is needed)
     sig: _Signature,
     headers: CanonicalHeaders,
     digest: BodyDigest,
     resolver: Resolver,
     min_bits: int,
+    keys: dict[str, bytes | KeyProblem],
 ) -> DkimResult:
     facts = SignatureFacts(
         algorithm=sig.text(b"a").lower(), domain=sig.domain(), identity=sig.text(b"i")
     )
     key_name = sig.key_name() or ""  # checked by _precheck
     try:
-        record = fetch_key(resolver, key_name, KEY_TIMEOUT)
+        record = keys.get(key_name)
+        if record is None:
+            try:
+                record = keys[key_name] = fetch_key(resolver, key_name, KEY_TIMEOUT)
+            except KeyProblem as problem:
+                keys[key_name] = problem
+                raise
+        if isinstance(record, KeyProblem):
+            raise record
         key = load_key(key_name, record, facts, min_bits)
     except KeyProblem as problem:
         return sig.result(problem.result, problem.reason, key_bits=problem.key_bits)
@@ -270,9 +286,11 @@ def _verify_one(
     if digest.length is not None:
         signed, total = digest.length, digest.canonical_length
         if signed < total:
-            reason = f"l= signs only {signed} of {total} body bytes"
-        else:
-            reason = f"l= signs the whole body ({signed} bytes)"
+            # Valid, but what follows the signed part is anybody's: never a pass (it would
+            # let appended content ride on the signer's DMARC alignment).
+            reason = f"l= signs only {signed} of {total} body bytes; the rest is unsigned"
+            return sig.result(Result.POLICY, reason, key_bits=key.bits, body_length=signed)
+        reason = f"l= signs the whole body ({signed} bytes)"
         return sig.result(Result.PASS, reason, key_bits=key.bits, body_length=signed)
     return sig.result(Result.PASS, "", key_bits=key.bits)
 

@@ -39,6 +39,8 @@ Sampler = Callable[[], float]  # returns a float in [0, 1), like random.random
 
 _SYSTEM_RANDOM = random.SystemRandom()
 
+_STRICTNESS = [Disposition.NONE, Disposition.QUARANTINE, Disposition.REJECT]
+
 
 @dataclass(frozen=True, slots=True)
 class _Found:
@@ -256,6 +258,10 @@ class _Evaluator:
                 policy = record.policy_for(subdomain=True, exists=self.dns.exists(author))
             except DnsTempError as exc:
                 result, why = Result.TEMPERROR, f"existence check of {author} for np= failed: {exc}"
+                # it may be np that applies: report the stricter policy so that the verdict
+                # is retried (451), not accepted under the laxer sp/p
+                np_policy = record.policy_for(subdomain=True, exists=False)
+                policy = max(policy, np_policy, key=_STRICTNESS.index)
         testing = record.t
         psl_mode = self.orgs.psl is not None
         if psl_mode and result is Result.FAIL and self.sample() * 100 >= record.pct:
