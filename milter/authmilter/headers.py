@@ -80,6 +80,8 @@ _SPF_WORDS = {
 
 def clean_text(text: str) -> str:
     """Text with controls, format characters and undecodable bytes removed, spaces collapsed."""
+    if text.isascii() and text.isprintable():  # the common case, without a per-char loop
+        return " ".join(text.split())
     out: list[str] = []
     for ch in text:
         if ch in _WS_CONTROLS:
@@ -105,7 +107,9 @@ def _truncate(text: str, limit: int, cost: dict[str, int] | None = None) -> str:
     def size(ch: str) -> int:
         return cost.get(ch, _octets(ch)) if cost else _octets(ch)
 
-    if sum(size(ch) for ch in text) <= limit:
+    if cost is None and len(text) * 4 <= limit:  # cannot be over: at most 4 octets a char
+        return text
+    if (sum(size(ch) for ch in text) if cost else _octets(text)) <= limit:
         return text
     kept: list[str] = []
     used = 3  # the "..." marker
