@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +123,18 @@ class DnspythonResolver:
         if cache_size > 0:
             self._resolver.cache = dns.resolver.LRUCache(cache_size)
         self.timeout = timeout
+        # In front of dnspython's cache (which still holds NXDOMAIN): finished Answers by
+        # (name, type) until their TTL runs out; a hit costs a dict lookup, not a Resolution.
+        self._answers: dict[tuple[str, str], tuple[float, Answer]] = {}
+        self._answers_max = cache_size
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
         name = normalise_name(name)
+        key = (name, rdtype)
+        hit = self._answers.get(key)
+        if hit is not None and hit[0] > time.time():
+            return hit[1]
         lifetime = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
         try:
             answer = self._resolver.resolve(
@@ -142,8 +151,14 @@ class DnspythonResolver:
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{name}/{rdtype}: {_short(exc)}") from None
         if answer.rrset is None:
-            return Answer(name, rdtype, ())
-        return Answer(name, rdtype, tuple(_rdata_value(rdtype, r) for r in answer.rrset))
+            result = Answer(name, rdtype, ())
+        else:
+            result = Answer(name, rdtype, tuple(_rdata_value(rdtype, r) for r in answer.rrset))
+        if self._answers_max > 0:
+            if len(self._answers) >= self._answers_max:
+                self._answers.clear()  # crude but bounded; dnspython's LRU still has them
+            self._answers[key] = (float(answer.expiration), result)
+        return result
 
 
 def _short(exc: Exception) -> str:

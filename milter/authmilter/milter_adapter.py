@@ -138,17 +138,9 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE
 
     @Milter.noreply
-    def eoh(self) -> int:
-        try:
-            self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
-        except Exception:  # noqa: BLE001
-            self._fail("eoh")
-        return Milter.CONTINUE
-
-    @Milter.noreply
     def body(self, chunk: bytes) -> int:
         try:
-            if self.hasher is None:  # no EOH seen (some MTAs): hash from here on
+            if self.hasher is None:  # the headers are complete once the body starts
                 self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
             self.hasher.update(chunk)
         except Exception:  # noqa: BLE001
@@ -177,12 +169,8 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         finally:
             self._reset()
 
-    def abort(self) -> int:
-        self._reset()
-        return Milter.CONTINUE
-
-    def close(self) -> int:
-        return Milter.CONTINUE
+    # abort and close are not overridden: per-message state is reset at MAIL FROM, so
+    # pymilter negotiates those callbacks (and EOH) away.
 
     # ------------------------------------------------------------------ actions
 

@@ -85,7 +85,6 @@ def feed(
     tx = parse_message(message)
     for h in tx.headers:  # as Postfix sends them: leading space kept, LF inside folds
         m.header_bytes(h.name, h.value.replace(b"\r\n", b"\n"))
-    m.eoh()
     for i in range(0, len(tx.body), split_body):
         m.body(tx.body[i : i + split_body])
     return ctx, m.eom()

@@ -12,6 +12,7 @@ the whole rest of a verification.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -41,7 +42,16 @@ class PublicKey:
 
 
 def load_public_key(kind: str, p_value: bytes) -> PublicKey:
-    """Parse a key record's ``p=`` (base64, FWS allowed) as a ``kind`` key."""
+    """Parse a key record's ``p=`` (base64, FWS allowed) as a ``kind`` key.
+
+    Parsed keys are kept (bounded, keyed by the record text): building an OpenSSL key object
+    costs more than verifying with it, and a busy server sees the same few keys all day.
+    """
+    return _load_public_key(kind, p_value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_public_key(kind: str, p_value: bytes) -> PublicKey:
     try:
         raw = binascii.a2b_base64(b"".join(p_value.split()))
     except binascii.Error as exc:
