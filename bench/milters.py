@@ -55,6 +55,7 @@ class MilterSpec:
 # Targets: name -> chain of milter names, and what they are compared on.
 INBOUND_TARGETS: dict[str, tuple[str, ...]] = {
     "authmilter": ("authmilter",),
+    "authmilter-2w": ("authmilter-2w",),  # milter.workers = 2: both cores
     "opendkim": ("opendkim-verify",),
     "opendmarc": ("opendmarc",),
     "opendkim+opendmarc": ("opendkim-verify", "opendmarc"),
@@ -64,6 +65,7 @@ INBOUND_TARGETS: dict[str, tuple[str, ...]] = {
 }
 SIGN_TARGETS: dict[str, tuple[str, ...]] = {
     "authmilter": ("authmilter",),
+    "authmilter-2w": ("authmilter-2w",),
     "opendkim": ("opendkim-sign",),
     "dkimpy-milter": ("dkimpy-sign",),
     "null": ("null",),
@@ -111,6 +113,7 @@ def build_specs(
     ed = keys[(corpus.SIGN_ED_DOMAIN, corpus.ED_SELECTOR)]
     specs = [
         _authmilter(run_dir, python, rsa, ed, log_level),
+        _authmilter(run_dir, python, rsa, ed, log_level, workers=2),
         _opendkim_verify(run_dir),
         _opendkim_sign(run_dir, rsa, ""),
         _opendkim_sign(run_dir, ed, "-ed"),
@@ -131,6 +134,7 @@ def authmilter_config(
     log_level: str,
     socket: str,
     internal: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> str:
     """authmilter's TOML: bench DNS, nothing internal by address, two signing keys."""
     internal_list = ", ".join(f'"{n}"' for n in internal)
@@ -138,6 +142,7 @@ def authmilter_config(
 [milter]
 socket = "unix:{socket}"
 authserv_id = "bench.authmilter"
+workers = {workers}
 log_level = "{log_level}"
 log_target = "stderr"
 
@@ -164,12 +169,19 @@ key_file = "{ed["pem"]}"
 
 
 def _authmilter(
-    run_dir: Path, python: str, rsa: dict[str, str], ed: dict[str, str], log_level: str
+    run_dir: Path,
+    python: str,
+    rsa: dict[str, str],
+    ed: dict[str, str],
+    log_level: str,
+    *,
+    workers: int = 1,
 ) -> MilterSpec:
-    sock = run_dir / "authmilter.sock"
+    name = "authmilter" if workers == 1 else f"authmilter-{workers}w"
+    sock = run_dir / f"{name}.sock"
     cfg = _write(
-        run_dir / "authmilter.toml",
-        authmilter_config(rsa, ed, log_level=log_level, socket=str(sock)),
+        run_dir / f"{name}.toml",
+        authmilter_config(rsa, ed, log_level=log_level, socket=str(sock), workers=workers),
     )
     env = {"PYTHONPATH": f"{REPO / 'milter'}"}
     version = subprocess.run(
@@ -187,7 +199,7 @@ def _authmilter(
         check=False,
     ).stdout.strip()
     return MilterSpec(
-        "authmilter",
+        name,
         (python, "-m", "authmilter", "run", "-c", str(cfg)),
         str(sock),
         env,
