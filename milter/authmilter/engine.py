@@ -157,6 +157,8 @@ class Engine:
         if results.dmarc is not None and results.dmarc.result != Result.NONE:
             quarantined = verdict.action == Action.QUARANTINE or verdict.quarantine_header
             disposition = Disposition.QUARANTINE if quarantined else Disposition.NONE
+            if verdict.action == Action.REJECT:
+                disposition = Disposition.REJECT
         adds = [
             HeaderEdit(
                 AR_NAME,
