@@ -138,9 +138,18 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE
 
     @Milter.noreply
+    def eoh(self) -> int:
+        # Kept (not negotiated away): some MTA-side tools (miltertest) insist on sending it.
+        try:
+            self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
+        except Exception:  # noqa: BLE001
+            self._fail("eoh")
+        return Milter.CONTINUE
+
+    @Milter.noreply
     def body(self, chunk: bytes) -> int:
         try:
-            if self.hasher is None:  # the headers are complete once the body starts
+            if self.hasher is None:  # no EOH seen: the headers are complete once the body starts
                 self.hasher = BodyHasher(self.engine.body_specs(self.env, self.headers))
             self.hasher.update(chunk)
         except Exception:  # noqa: BLE001
@@ -170,7 +179,7 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             self._reset()
 
     # abort and close are not overridden: per-message state is reset at MAIL FROM, so
-    # pymilter negotiates those callbacks (and EOH) away.
+    # pymilter negotiates those callbacks away.
 
     # ------------------------------------------------------------------ actions
 

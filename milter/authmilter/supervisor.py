@@ -27,7 +27,7 @@ RESTART_WINDOW = 60.0
 class Supervisor:
     """Starts ``count`` workers with ``spawn(slot) -> pid`` and looks after them."""
 
-    def __init__(self, count: int, spawn: Callable[[int], int], stop_timeout: float = 30.0):
+    def __init__(self, count: int, spawn: Callable[[int], int], stop_timeout: float = 10.0):
         self.count = count
         self.spawn = spawn
         self.stop_timeout = stop_timeout
