@@ -24,8 +24,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.support.service import Service
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "milter"
@@ -138,7 +139,7 @@ class DaemonError(RuntimeError):
     """The daemon did not start or stop as expected (its log is in the message)."""
 
 
-class AuthmilterDaemon:
+class AuthmilterDaemon(Service):
     """``authmilter run -c FILE`` as a subprocess with its own config and socket."""
 
     def __init__(
@@ -277,14 +278,3 @@ class AuthmilterDaemon:
             self._log_file.close()
             self._log_file = None
         return self.proc.returncode
-
-    def __enter__(self) -> AuthmilterDaemon:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -25,7 +25,6 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.flags
@@ -36,6 +35,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+
+from tests.support.service import Service
 
 FAULTS = ("timeout", "servfail", "refused", "truncate")
 UDP_LIMIT = 512  # RFC 1035 without EDNS
@@ -144,7 +145,7 @@ class _Zone:
         return copy
 
 
-class DnsServer:
+class DnsServer(Service):
     """Authoritative loopback DNS server (UDP + TCP on the same free port) in threads."""
 
     def __init__(
@@ -353,17 +354,6 @@ class DnsServer:
             thread.join(timeout=5)
         self._udp = self._tcp = None
         self._threads.clear()
-
-    def __enter__(self) -> DnsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _TcpServer(socketserver.ThreadingTCPServer):

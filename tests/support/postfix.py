@@ -26,9 +26,9 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from tests.support.saslauth import FakeDovecotAuth
+from tests.support.service import Service
 
 POSTFIX = "/usr/sbin/postfix"
 _SERVICES = """\
@@ -91,7 +91,7 @@ def make_shared_dir(prefix: str = "authmilter-e2e-") -> Path:
     return path
 
 
-class PostfixInstance:
+class PostfixInstance(Service):
     """Context manager: configure, start, and stop one private Postfix."""
 
     def __init__(
@@ -311,17 +311,6 @@ class PostfixInstance:
     def cleanup(self) -> None:
         """Remove the instance directory (after stop)."""
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> PostfixInstance:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _alive(pid: int) -> bool:

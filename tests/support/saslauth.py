@@ -16,10 +16,11 @@ import socketserver
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+
+from tests.support.service import Service, serve_in_thread, stop_serving
 
 
-class FakeDovecotAuth:
+class FakeDovecotAuth(Service):
     """Serve the Dovecot auth protocol (version 1.x, mechanism PLAIN) on a unix socket."""
 
     def __init__(self, path: str | Path, users: Mapping[str, str]) -> None:
@@ -48,33 +49,15 @@ class FakeDovecotAuth:
         self._server = _Server(str(self.path), _Handler)
         self._server.auth = self
         os.chmod(self.path, 0o666)  # noqa: S103 (smtpd runs as "postfix")
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server)
         return self
 
     def stop(self) -> None:
         """Stop serving and remove the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = self._thread = None
         if self.path.exists():
             self.path.unlink()
-
-    def __enter__(self) -> FakeDovecotAuth:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from types import TracebackType
+
+from tests.support.service import Service, serve_in_thread, stop_serving
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class ReceivedMessage:
         ]
 
 
-class SmtpSink:
+class SmtpSink(Service):
     """Threaded loopback SMTP server; thread-safe list of :class:`ReceivedMessage`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -96,31 +97,13 @@ class SmtpSink:
         self._server = _Server((self._host, self._want_port), _Handler)
         self._server.sink = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server)
         return self
 
     def stop(self) -> None:
         """Stop listening and wait for the server thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = self._thread = None
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _Server(socketserver.ThreadingTCPServer):
