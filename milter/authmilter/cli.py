@@ -9,16 +9,24 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authmilter import __version__
-from authmilter.config import DEFAULT_PATH, Config, from_dict, load
+from authmilter.config import DEFAULT_PATH
+from authmilter.decision import Decision
 from authmilter.errors import AuthmilterError, UsageError
-from authmilter.model import Envelope, parse_message
-from authmilter.results import Decision, DkimResult, DmarcResult, SpfResult
+from authmilter.model import IPAddress, Transaction, parse_message
+from authmilter.results import AuthResults
+
+if TYPE_CHECKING:
+    from authmilter.session import Session
+
+BODY_CHUNK = 65535  # Postfix's MILTER_CHUNK_SIZE: the body reaches a milter in such pieces
+DEFAULT_RCPT = "postmaster"  # RCPT TO when ``test`` is given none
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--nameserver", metavar="HOST[:PORT]", action="append", default=[])
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.add_argument(
+        "-v", "--verbose", action="store_true", help="also print the daemon's log lines"
+    )
+    test.add_argument(
         "message",
         nargs="?",
         default="-",
@@ -107,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: str, dns: bool) -> int:
-    from authmilter.engine import build_engine  # noqa: PLC0415
+    from authmilter.compose import load_engine  # noqa: PLC0415
 
-    cfg = load(path)
-    engine = build_engine(cfg)
+    engine = load_engine(path)
+    cfg = engine.config
     signer = engine.signer
     keys = signer.keys if signer is not None else ()
     print(
@@ -125,70 +136,89 @@ def _check_config(path: str, dns: bool) -> int:
 
     problems = 0
     for check in check_published_keys(signer, engine.resolver) if signer else []:
-        status = check.status.value if hasattr(check.status, "value") else str(check.status)
         detail = f": {check.detail}" if check.detail else ""
-        print(f"  {check.record_name}: {status}{detail}")
+        print(f"  {check.record_name}: {check.status.value}{detail}")
         problems += check.status != KeyStatus.OK
     return 1 if problems else 0
 
 
 def _test(args: argparse.Namespace) -> int:
-    from authmilter.dnsresolver import DnspythonResolver, Resolver, StaticResolver  # noqa: PLC0415
-    from authmilter.engine import build_engine_with  # noqa: PLC0415
+    from authmilter import compose  # noqa: PLC0415
+    from authmilter.session import Session  # noqa: PLC0415
 
-    cfg: Config = load(args.config) if args.config else from_dict({}, "<defaults>")
-    resolver: Resolver
-    if args.zone and args.nameserver:
-        raise UsageError("authmilter test: use --zone or --nameserver, not both")
-    if args.zone:
-        static = StaticResolver()
-        for zone in args.zone:
-            static.add_zone_file(zone)
-        resolver = static
-    elif args.nameserver:
-        try:
-            resolver = DnspythonResolver(args.nameserver, cfg.dns.timeout, cfg.dns.cache_size)
-        except ValueError as exc:
-            raise UsageError(f"authmilter test: --nameserver: {exc}") from None
+    if not args.verbose:  # the daemon's log lines (and tracebacks) only when asked for
+        logging.getLogger("authmilter").addHandler(logging.NullHandler())
+        logging.getLogger("authmilter").propagate = False
     else:
-        resolver = DnspythonResolver(cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size)
-    engine = build_engine_with(cfg, resolver)
-
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = compose.load_config(args.config)
+    try:
+        resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)
+    except UsageError as exc:
+        raise UsageError(f"authmilter test: {exc}") from None
+    engine = compose.build_engine(cfg, resolver)
     try:
         ip = ipaddress.ip_address(args.client_ip) if args.client_ip else None
     except ValueError:
         raise UsageError(
             f"authmilter test: --client-ip: {args.client_ip!r} is not an IP address"
         ) from None
-    mail_from = args.mail_from.strip()
-    if mail_from.startswith("<") and mail_from.endswith(">"):
-        mail_from = mail_from[1:-1]
-    env = Envelope(
-        client_ip=ip,
-        client_name=args.client_name,
+    message = parse_message(_read_message(args.message))
+    session = Session(engine, "test")
+    decision = run_session(
+        session,
+        message,
+        client=(args.client_name, ip, args.daemon_name),
         helo=args.helo,
-        mail_from=mail_from,
-        rcpt_to=tuple(args.rcpt),
+        mail_from=args.mail_from,
+        rcpts=args.rcpt or [DEFAULT_RCPT],
         auth_user=args.auth_user,
-        daemon_name=args.daemon_name,
-        queue_id="TEST",
-        mta_name=engine.authserv_id,
     )
-    data = _read_message(args.message)
-    tx = parse_message(data, env)
-
-    spf = engine.check_envelope(env)
-    rcpt_decision = engine.check_recipient(env, spf)
-    if rcpt_decision is not None:
-        report = _report(rcpt_decision, spf, (), None)
-    else:
-        results, decision = engine.evaluate(tx, spf)
-        report = _report(decision, results.spf, results.dkim, results.dmarc)
+    report = _report(decision, session.results, session.last_line)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _print_human(report)
     return 0
+
+
+def run_session(
+    session: Session,
+    message: Transaction,
+    *,
+    client: tuple[str, IPAddress | None, str],
+    helo: str,
+    mail_from: str,
+    rcpts: Sequence[str],
+    auth_user: str | None,
+    queue_id: str = "TEST",
+) -> Decision:
+    """Feed one message through the session the way Postfix feeds the milter.
+
+    Header values go with their leading space and LF folds, the body in chunks of
+    Postfix's size (:data:`BODY_CHUNK`); a refused recipient is dropped like Postfix drops
+    it, and when none is left the message ends at the last refusal, as it does in SMTP.
+    """
+    session.connect(*client)
+    session.helo(helo)
+    session.mail_from(mail_from, auth_user, queue_id)
+    refusal = None
+    accepted = 0
+    for rcpt in rcpts:
+        decision = session.recipient(rcpt)
+        if decision is None:
+            accepted += 1
+        else:
+            refusal = decision
+    if not accepted and refusal is not None:
+        return refusal
+    for field in message.headers:
+        session.header(field.name, field.value.replace(b"\r\n", b"\n"))
+    session.end_of_headers()
+    body = message.body
+    for start in range(0, len(body), BODY_CHUNK):
+        session.body(body[start : start + BODY_CHUNK])
+    return session.end_of_message(queue_id)
 
 
 def _read_message(name: str) -> bytes:
@@ -200,10 +230,10 @@ def _read_message(name: str) -> bytes:
         raise UsageError(f"authmilter test: cannot read {name}: {exc.strerror}") from None
 
 
-def _report(
-    decision: Decision, spf: SpfResult | None, dkim: Sequence[DkimResult], dmarc: DmarcResult | None
-) -> dict[str, Any]:
+def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[str, Any]:
     reply = decision.reply
+    spf = results.spf if results else None
+    dmarc = results.dmarc if results else None
     return {
         "action": decision.action.value,
         "reply": None
@@ -226,7 +256,7 @@ def _report(
                 "reason": d.reason,
                 "key_bits": d.key_bits,
             }
-            for d in dkim
+            for d in (results.dkim if results else ())
         ],
         "dmarc": None
         if dmarc is None
@@ -242,6 +272,8 @@ def _report(
             "add": [{"name": h.name, "value": h.value} for h in decision.add_headers],
             "remove": [{"name": h.name, "index": h.index} for h in decision.remove_headers],
         },
+        "why": decision.why,
+        "log": line,
     }
 
 
@@ -255,3 +287,6 @@ def _print_human(report: dict[str, Any]) -> None:
     if reply:
         line += f" ({reply['code']} {reply['status']} {reply['text']})"
     print(line)
+    if report["why"]:
+        print(f"why: {report['why']}")
+    print(f"log: {report['log']}")

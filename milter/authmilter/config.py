@@ -9,6 +9,7 @@ and bad values are :class:`ConfigError` naming the file, the dotted key and the 
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import socket
 import tomllib
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from authmilter.errors import ConfigError
+from authmilter.files import read_text
 
 DEFAULT_PATH = "/etc/authmilter/authmilter.toml"
 
@@ -115,6 +117,12 @@ def _canonicalization(value: Any) -> str | None:
     return None
 
 
+@functools.cache
+def host_name() -> str:
+    """This host's fully qualified name, the default authserv-id."""
+    return socket.getfqdn() or "localhost"
+
+
 @dataclass(frozen=True, slots=True)
 class MilterConfig:
     """[milter]: the socket and the daemon."""
@@ -134,8 +142,8 @@ class MilterConfig:
     syslog_facility: str = field(default="mail", metadata=_check(_facility))
 
     def effective_authserv_id(self) -> str:
-        """The configured authserv-id, or this host's name."""
-        return self.authserv_id or socket.getfqdn() or "localhost"
+        """The configured authserv-id, or this host's name (looked up once per process)."""
+        return self.authserv_id or host_name()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +254,7 @@ def load(path: str | Path) -> Config:
     """Read and validate a config file."""
     path = str(path)
     try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
+        data = tomllib.loads(read_text(path, "config file"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(data, path)

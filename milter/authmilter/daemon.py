@@ -12,27 +12,22 @@ each running libmilter on the inherited descriptor.
 from __future__ import annotations
 
 import contextlib
-import grp
-import itertools
 import logging
 import os
-import pwd
 import signal
 import socket
 import stat
 import threading
 from pathlib import Path
 
-import Milter
-import milter
-
-from authmilter import __version__
+from authmilter import __version__, milter_adapter
+from authmilter.compose import build_engine, load_engine
 from authmilter.config import Config, load
-from authmilter.engine import Engine, build_engine
+from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
-from authmilter.milter_adapter import FLAGS, AuthMilter
 from authmilter.supervisor import WAITED, Supervisor
+from authmilter.users import user_ids
 
 log = logging.getLogger("authmilter")
 
@@ -110,12 +105,9 @@ def _serve(
         target=_reload_loop, args=(config_path, holder), name="reload", daemon=True
     )
     reloader.start()
+    spec = f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket)
     prefix = f"{worker}." if worker else ""
-    counter = itertools.count(1)
-    Milter.factory = lambda: AuthMilter(holder.get, f"{prefix}{next(counter)}")
-    Milter.set_flags(FLAGS)
-    Milter.set_exception_policy(Milter.TEMPFAIL)
-    _register(cfg, f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket))
+    milter_adapter.prepare(holder.get, spec, cfg.milter.timeout, prefix)
     if fd is None:
         _open_socket(cfg)
         _drop_privileges(cfg)
@@ -126,39 +118,15 @@ def _serve(
             engine.authserv_id,
         )
     else:
-        milter.opensocket(False)
+        milter_adapter.open_socket(False, spec)
     try:
-        milter.main()
-    except milter.error as exc:
-        raise AuthmilterError(f"milter main loop failed: {exc}") from None
+        milter_adapter.main_loop()
     finally:
         if fd is None:
             _remove_socket(cfg)
     if fd is None:
         log.info("authmilter stopped")
     return 0
-
-
-def _register(cfg: Config, spec: str) -> None:
-    """What Milter.runmilter does before opening the socket (we need a step in between)."""
-    milter.set_connect_callback(Milter.connect_callback)
-    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    milter.set_close_callback(Milter.close_callback)
-    milter.setconn(spec)
-    milter.settimeout(cfg.milter.timeout)
-    milter.register(
-        "authmilter",
-        data=lambda ctx: ctx.getpriv().data(),
-        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-        negotiate=Milter.negotiate_callback,
-    )
 
 
 def _libmilter_spec(spec: str) -> str:
@@ -177,9 +145,7 @@ def _open_socket(cfg: Config) -> None:
         _check_socket_dir(cfg, path)
     old = os.umask(int(cfg.milter.umask, 8))
     try:
-        milter.opensocket(True)  # True: remove a stale socket left by a crash
-    except milter.error:
-        raise AuthmilterError(f"cannot open milter socket {cfg.milter.socket}") from None
+        milter_adapter.open_socket(True, cfg.milter.socket)  # True: remove a stale socket
     finally:
         os.umask(old)
     if path is not None and cfg.milter.user and os.geteuid() == 0:
@@ -237,19 +203,7 @@ def _remove_socket(cfg: Config) -> None:
 
 
 def _user_ids(cfg: Config) -> tuple[int, int]:
-    try:
-        pw = pwd.getpwnam(cfg.milter.user)
-    except KeyError:
-        raise ConfigError(f"{cfg.path}: milter.user: no such user {cfg.milter.user!r}") from None
-    gid = pw.pw_gid
-    if cfg.milter.group:
-        try:
-            gid = grp.getgrnam(cfg.milter.group).gr_gid
-        except KeyError:
-            raise ConfigError(
-                f"{cfg.path}: milter.group: no such group {cfg.milter.group!r}"
-            ) from None
-    return pw.pw_uid, gid
+    return user_ids(cfg.milter.user, cfg.milter.group, f"{cfg.path}: milter")
 
 
 def _drop_privileges(cfg: Config) -> None:
@@ -277,8 +231,7 @@ def _reload_loop(config_path: str, holder: EngineHolder) -> None:
 def reload_engine(config_path: str, holder: EngineHolder) -> bool:
     """Build a new engine from the config file; keep the old one if that fails."""
     try:
-        cfg = load(config_path)
-        engine = build_engine(cfg)
+        engine = load_engine(config_path)
     except AuthmilterError as exc:
         log.error("reload failed, keeping the running configuration: %s", exc)
         return False

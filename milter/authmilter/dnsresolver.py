@@ -25,10 +25,10 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
-import dns.reversename
 import dns.zone
 
 from authmilter.errors import ConfigError, DnsTempError
+from authmilter.files import read_text
 
 # TXT: the character-strings; A/AAAA/PTR/CNAME/NS: text; MX: (preference, exchange)
 RecordValue = tuple[bytes, ...] | str | tuple[int, str]
@@ -216,10 +216,7 @@ class StaticResolver:
     def add_zone_file(self, path: str | Path) -> None:
         """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT)."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read zone file: {exc.strerror}") from None
+        text = read_text(path, "zone file")
         try:
             zone = dns.zone.from_text(
                 text,
@@ -279,8 +276,3 @@ def _coerce(rdtype: str, value: RecordValue | str | bytes) -> RecordValue:
         pref, host = value
         return (int(pref), normalise_name(str(host)))  # type: ignore[call-overload]
     raise TypeError(f"bad {rdtype} value {value!r}")
-
-
-def reverse_name(ip: str) -> str:
-    """in-addr.arpa / ip6.arpa name for an address, without the trailing dot."""
-    return normalise_name(dns.reversename.from_address(ip).to_text())

@@ -42,6 +42,7 @@ from authmilter.results import (
     Result,
     SpfResult,
 )
+from authmilter.trust import Trust
 
 AR_NAME = "Authentication-Results"
 RECEIVED_SPF_NAME = "Received-SPF"
@@ -287,7 +288,7 @@ def render_authentication_results(
     (what local policy did) adds ``dis=`` to the dmarc comment when given.
     """
     groups: list[list[str]] = []
-    if results.trusted == "auth":
+    if results.trusted == Trust.AUTHENTICATED:
         user = envelope.auth_user or ""
         props = [("smtp.auth", render_value(user, address=True) if user else "")]
         groups.append(_resinfo("auth", Result.PASS.value, props=props))

@@ -19,6 +19,14 @@ def to_crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def strip_brackets(address: str) -> str:
+    """An SMTP path without its angle brackets (``<a@b>`` -> ``a@b``, ``<>`` -> "")."""
+    address = address.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    return address
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderField:
     """One header field exactly as received.
@@ -56,7 +64,6 @@ class Envelope:
     auth_user: str | None = None  # {auth_authen}
     daemon_name: str = ""  # {daemon_name}
     queue_id: str = ""  # {i}
-    mta_name: str = ""  # {j}
 
     @property
     def mail_from_domain(self) -> str:

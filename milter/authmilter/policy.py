@@ -1,88 +1,62 @@
-"""The policy: a small pure table from check results and config to an action and reply.
+"""The policy: a small pure table from check results and config to a :class:`Decision`.
 
 No DNS, no libmilter, no header rendering here: :func:`decide` only answers "what do we do
-with this message", so every row of the table is a one-line test.
+with this message", so every row of the table is a one-line test. Header edits are added
+afterwards (:mod:`authmilter.header_edits`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from authmilter import replies
 from authmilter.config import Config
-from authmilter.results import (
-    Action,
-    AuthResults,
-    Disposition,
-    DmarcResult,
-    FromStatus,
-    Reply,
-    Result,
-)
+from authmilter.decision import ACCEPT, Action, Decision
+from authmilter.results import AuthResults, Disposition, DmarcResult, FromStatus, Result
+
+_FROM_RULES = {
+    FromStatus.MISSING: ("missing_from", "message has no From field"),
+    FromStatus.UNPARSEABLE: ("unparseable_from", "the From field cannot be parsed"),
+    FromStatus.MULTIPLE_FIELDS: ("multiple_from", "message has more than one From field"),
+    FromStatus.MULTIPLE_ADDRESSES: ("multiple_from", "the From field has more than one address"),
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The policy's answer; the engine adds headers and turns it into a Decision."""
-
-    action: Action = Action.ACCEPT
-    reply: Reply | None = None
-    quarantine_header: bool = False  # mark with cfg.dmarc.quarantine_header instead of holding
-    why: str = ""  # short reason for the log line
-
-
-ACCEPT = Verdict()
-
-
-def decide(results: AuthResults, cfg: Config) -> Verdict:
+def decide(results: AuthResults, cfg: Config) -> Decision:
     """Decide what to do with an inbound message (trusted mail is never judged here)."""
     if results.trusted:
         return ACCEPT
-    verdict = _from_field_verdict(results, cfg)
-    if verdict is not None:
-        return verdict
+    decision = _from_field_decision(results, cfg)
+    if decision is not None:
+        return decision
     dmarc = results.dmarc
     if dmarc is not None and cfg.dmarc.enabled:
-        verdict = _dmarc_verdict(dmarc, cfg)
-        if verdict is not None:
-            return verdict
-    return _spf_verdict(results, cfg) or ACCEPT
+        decision = _dmarc_decision(dmarc, cfg)
+        if decision is not None:
+            return decision
+    return _spf_decision(results, cfg) or ACCEPT
 
 
-def _from_field_verdict(results: AuthResults, cfg: Config) -> Verdict | None:
+def _from_field_decision(results: AuthResults, cfg: Config) -> Decision | None:
     ff = results.from_field
-    if ff is None or not cfg.dmarc.enabled:
+    if ff is None or not cfg.dmarc.enabled or ff.status not in _FROM_RULES:
         return None
-    rule = {
-        FromStatus.MISSING: (cfg.dmarc.missing_from, "message has no From field"),
-        FromStatus.UNPARSEABLE: (cfg.dmarc.unparseable_from, "the From field cannot be parsed"),
-        FromStatus.MULTIPLE_FIELDS: (
-            cfg.dmarc.multiple_from,
-            "message has more than one From field",
-        ),
-        FromStatus.MULTIPLE_ADDRESSES: (
-            cfg.dmarc.multiple_from,
-            "the From field has more than one address",
-        ),
-    }.get(ff.status)
-    if rule is None or rule[0] != "reject":
+    setting, text = _FROM_RULES[ff.status]
+    if getattr(cfg.dmarc, setting) != "reject":
         return None
-    text = rule[1]
-    return Verdict(Action.REJECT, Reply(550, "5.7.1", text), why=f"from:{ff.status.value}")
+    return Decision(Action.REJECT, replies.bad_from(text), why=f"from:{ff.status.value}")
 
 
-def _dmarc_verdict(dmarc: DmarcResult, cfg: Config) -> Verdict | None:
+def _dmarc_decision(dmarc: DmarcResult, cfg: Config) -> Decision | None:
     domain = dmarc.from_domain or "the sender domain"
     if dmarc.result == Result.TEMPERROR:
         # Only worth a retry when the answer could have been reject or quarantine.
         if cfg.dmarc.tempfail_on_temperror and _could_enforce(dmarc, cfg):
-            text = f"temporary DNS failure checking DMARC for {domain}; try again later"
-            return Verdict(Action.TEMPFAIL, Reply(451, "4.7.5", text), why="dmarc:temperror")
+            return Decision(Action.TEMPFAIL, replies.dmarc_temperror(domain), why="dmarc:temperror")
         return None
     if dmarc.result != Result.FAIL or dmarc.testing:
         return None
     if dmarc.policy == Disposition.REJECT and cfg.dmarc.reject:
-        text = cfg.dmarc.reject_text.replace("{domain}", domain)
-        return Verdict(Action.REJECT, Reply(550, "5.7.26", text), why="dmarc:reject")
+        reply = replies.dmarc_reject(cfg.dmarc.reject_text, domain)
+        return Decision(Action.REJECT, reply, why="dmarc:reject")
     if dmarc.policy == Disposition.QUARANTINE or (
         dmarc.policy == Disposition.REJECT and not cfg.dmarc.reject
     ):
@@ -98,16 +72,16 @@ def _could_enforce(dmarc: DmarcResult, cfg: Config) -> bool:
     return cfg.dmarc.reject or cfg.dmarc.quarantine != "none"
 
 
-def _quarantine(cfg: Config, domain: str) -> Verdict | None:
+def _quarantine(cfg: Config, domain: str) -> Decision | None:
     mode = cfg.dmarc.quarantine
     if mode == "hold":
-        return Verdict(Action.QUARANTINE, why=f"dmarc:quarantine {domain}")
+        return Decision(Action.QUARANTINE, why=f"dmarc:quarantine:{domain}")
     if mode == "header":
-        return Verdict(Action.ACCEPT, quarantine_header=True, why=f"dmarc:quarantine {domain}")
+        return Decision(Action.ACCEPT, mark_quarantine=True, why=f"dmarc:quarantine:{domain}")
     return None
 
 
-def _spf_verdict(results: AuthResults, cfg: Config) -> Verdict | None:
+def _spf_decision(results: AuthResults, cfg: Config) -> Decision | None:
     spf = results.spf
     if not cfg.spf.reject_fail_unless_dkim or spf is None or spf.result != Result.FAIL:
         return None
@@ -115,16 +89,11 @@ def _spf_verdict(results: AuthResults, cfg: Config) -> Verdict | None:
         return None
     if results.dmarc is None and any(d.result == Result.PASS for d in results.dkim):
         return None
-    return Verdict(Action.REJECT, spf_reject_reply(spf.domain), why="spf:fail")
+    return Decision(Action.REJECT, replies.spf_fail(spf.domain), why="spf:fail")
 
 
-def spf_reject_reply(domain: str) -> Reply:
-    """550 5.7.23 (RFC 7372) for an SPF fail."""
-    return Reply(550, "5.7.23", f"SPF check failed: {domain or 'sender'} does not permit this host")
-
-
-def rcpt_verdict(spf_result: Result | None, domain: str, cfg: Config) -> Verdict | None:
+def rcpt_decision(spf_result: Result | None, domain: str, cfg: Config) -> Decision | None:
     """Reject at RCPT TO on SPF fail when so configured (policyd-spf style)."""
     if cfg.spf.reject_fail_at_rcpt and spf_result == Result.FAIL:
-        return Verdict(Action.REJECT, spf_reject_reply(domain), why="spf:fail@rcpt")
+        return Decision(Action.REJECT, replies.spf_fail(domain), why="spf:fail@rcpt")
     return None

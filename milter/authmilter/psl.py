@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authmilter.errors import ConfigError
+from authmilter.files import read_text
 
 _BEGIN_PRIVATE = "===BEGIN PRIVATE DOMAINS==="
 
@@ -30,15 +31,7 @@ class PublicSuffixList:
     @classmethod
     def load(cls, path: str | Path, *, icann_only: bool = False) -> PublicSuffixList:
         """Read a list file; ConfigError naming the file when it is unreadable or empty."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"{path}: cannot read the public suffix list (dmarc.psl_file): "
-                f"{exc.strerror or exc}"
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: public suffix list is not UTF-8") from None
+        text = read_text(path, "public suffix list (dmarc.psl_file)")
         psl = cls.parse(text, path=str(path), icann_only=icann_only)
         if not psl.rules and not psl.wildcards:
             raise ConfigError(f"{path}: no public suffix rules found (is it the right file?)")

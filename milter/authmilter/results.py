@@ -1,9 +1,11 @@
-"""Typed results of the checks, in RFC 8601 vocabulary, and the policy's Decision."""
+"""Typed results of the checks, in RFC 8601 vocabulary."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+
+from authmilter.trust import Trust
 
 
 class Result(StrEnum):
@@ -103,48 +105,4 @@ class AuthResults:
     dkim: tuple[DkimResult, ...] = ()
     dmarc: DmarcResult | None = None
     from_field: FromField | None = None
-    trusted: str = ""  # why inbound checks were skipped ("auth", "internal"), or ""
-
-
-class Action(StrEnum):
-    """What the milter tells the MTA at end of message (or earlier)."""
-
-    ACCEPT = "accept"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-    QUARANTINE = "quarantine"
-    DISCARD = "discard"
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An SMTP reply: 4xx goes with tempfail, 5xx with reject (checked here)."""
-
-    code: int
-    status: str  # enhanced status code, e.g. "5.7.26"
-    text: str
-
-    def __post_init__(self) -> None:
-        if not (400 <= self.code < 600) or self.status[:1] != str(self.code)[0]:
-            raise ValueError(f"inconsistent SMTP reply {self.code} {self.status}")
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderEdit:
-    """Insert a field (``index`` 0 = top) or remove the ``index``-th (1-based) field of a name."""
-
-    name: str
-    value: str | None = None  # None: remove
-    index: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What policy wants done; only the adapter turns this into libmilter calls."""
-
-    action: Action = Action.ACCEPT
-    reply: Reply | None = None
-    add_headers: tuple[HeaderEdit, ...] = ()
-    remove_headers: tuple[HeaderEdit, ...] = ()
-    quarantine_reason: str = ""
-    log: tuple[tuple[str, str], ...] = field(default=())  # extra key=value pairs for the log line
+    trusted: Trust | None = None  # why inbound checks were skipped; None for inbound mail

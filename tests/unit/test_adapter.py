@@ -132,7 +132,7 @@ def test_internal_error_is_tempfail_and_logged(
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Engine, "process", boom)
+    monkeypatch.setattr(Engine, "evaluate", boom)
     ctx, rc = feed(simple_message(), engine=eng)
     assert rc == Milter.TEMPFAIL
     assert ctx.reply is not None and ctx.reply[:2] == ("451", "4.3.0")
@@ -145,7 +145,7 @@ def test_on_error_accept(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Engine, "process", boom)
+    monkeypatch.setattr(Engine, "evaluate", boom)
     _, rc = feed(simple_message(), engine=eng)
     assert rc == Milter.ACCEPT
 

@@ -99,7 +99,9 @@ def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = capsys.readouterr().out
     assert out.startswith("Authentication-Results: ")
-    assert out.rstrip().endswith("action: accept")
+    lines = out.rstrip().splitlines()
+    assert "action: accept" in lines
+    assert lines[-1].startswith("log: qid=TEST conn=test client=") and "action=accept" in lines[-1]
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -111,7 +111,7 @@ def test_errors_name_file_key_and_problem(data: dict[str, object], message: str)
 
 def test_file_errors(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    with pytest.raises(ConfigError, match=r"nope.toml: no such file"):
+    with pytest.raises(ConfigError, match=r"nope.toml: config file does not exist"):
         load(missing)
     bad = tmp_path / "bad.toml"
     bad.write_text("[milter\nsocket = 1\n")

@@ -7,10 +7,11 @@ import ipaddress
 import pytest
 
 from authmilter.config import from_dict
+from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, parse_message
-from authmilter.results import Action, Decision, Result
+from authmilter.results import Result
 from tests.testkeys import dkim_record, sign, simple_message
 
 GOOD_IP = ipaddress.ip_address("192.0.2.25")
@@ -48,7 +49,7 @@ def run(
         rcpt_to=("bob@example.org",),
     )
     tx = parse_message(message, env)
-    return eng.process(tx, eng.check_envelope(env))
+    return eng.evaluate(tx, eng.check_envelope(env))[1]
 
 
 def ar(decision: Decision) -> str:
@@ -139,7 +140,7 @@ def test_quarantine_hold_and_header() -> None:
     resolver.add("_dmarc.example.net", "TXT", "v=DMARC1; p=quarantine")
     msg = simple_message(from_addr="a@example.net")
     d = run(engine(resolver), msg, ip=BAD_IP, mail_from="a@example.net")
-    assert d.action == Action.QUARANTINE and d.quarantine_reason
+    assert d.action == Action.QUARANTINE and d.why == "dmarc:quarantine:example.net"
     d = run(
         engine(resolver, dmarc={"quarantine": "header"}), msg, ip=BAD_IP, mail_from="a@example.net"
     )

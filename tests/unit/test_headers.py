@@ -25,6 +25,7 @@ from authmilter.results import (
     Result,
     SpfResult,
 )
+from authmilter.trust import Trust
 
 AID = "mx.example.org"
 ENV = Envelope(helo="mail.example.com", mail_from="alice@example.com")
@@ -211,19 +212,20 @@ def test_golden_nothing_is_none() -> None:
 
 def test_golden_internal_is_none_with_comment() -> None:
     assert (
-        ar(AuthResults(trusted="internal")) == "mx.example.org; none (internal host, not checked)"
+        ar(AuthResults(trusted=Trust.INTERNAL))
+        == "mx.example.org; none (internal host, not checked)"
     )
 
 
 def test_golden_authenticated_sender() -> None:
     env = Envelope(mail_from="bob@example.net", auth_user="bob@example.net")
-    assert ar(AuthResults(trusted="auth"), env) == (
+    assert ar(AuthResults(trusted=Trust.AUTHENTICATED), env) == (
         "mx.example.org;\n\tauth=pass smtp.auth=bob@example.net"
     )
 
 
 def test_golden_authenticated_without_user_and_with_dkim() -> None:
-    value = ar(AuthResults(trusted="auth", dkim=(sig(),)), Envelope())
+    value = ar(AuthResults(trusted=Trust.AUTHENTICATED, dkim=(sig(),)), Envelope())
     assert value == (
         "mx.example.org;\n\tauth=pass;\n\tdkim=pass (2048-bit key) header.d=example.com"
         " header.s=sel1\n\theader.a=rsa-sha256 header.b=AbCdEfGh"
@@ -374,9 +376,13 @@ def test_round_trip_dmarc_is_typed_with_all_features() -> None:
 
 def test_round_trip_auth_and_none() -> None:
     env = Envelope(auth_user="bob")
-    (res,) = authres.all_features().parse_value(ar(AuthResults(trusted="auth"), env)).results
+    (res,) = (
+        authres.all_features()
+        .parse_value(ar(AuthResults(trusted=Trust.AUTHENTICATED), env))
+        .results
+    )
     assert (res.method, res.result, res.smtp_auth) == ("auth", "pass", "bob")
-    for trusted in ("", "internal"):
+    for trusted in (None, Trust.INTERNAL):
         parsed = authres.AuthenticationResultsHeader.parse_value(ar(AuthResults(trusted=trusted)))
         assert (parsed.authserv_id, parsed.results) == (AID, [])
         assert strict_parse(ar(AuthResults(trusted=trusted))) == (AID, [])
@@ -461,7 +467,7 @@ def test_hostile_mail_from_local_part(local: str) -> None:
 @pytest.mark.parametrize("evil", HOSTILE)
 def test_hostile_helo_and_auth_user(evil: str) -> None:
     env = Envelope(helo=evil, mail_from="", auth_user=evil)
-    results = AuthResults(spf=SpfResult(Result.NONE, identity="helo"), trusted="auth")
+    results = AuthResults(spf=SpfResult(Result.NONE, identity="helo"), trusted=Trust.AUTHENTICATED)
     value = ar(results, env)
     assert header_value_is_safe(value)
     _, parsed = strict_parse(value)
@@ -557,7 +563,7 @@ def test_unbreakable_token_stays_whole_on_its_own_line() -> None:
 
 def test_long_authserv_id_and_none() -> None:
     aid = "a" * 60 + ".example"
-    value = render_authentication_results(aid, AuthResults(trusted="internal"), ENV)
+    value = render_authentication_results(aid, AuthResults(trusted=Trust.INTERNAL), ENV)
     assert header_value_is_safe(value)
     assert value.startswith(aid + ";\n\tnone")
     assert max(line_widths("Authentication-Results", value)[1:]) <= 78

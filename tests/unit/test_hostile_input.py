@@ -38,10 +38,12 @@ import pytest
 from authmilter import headers
 from authmilter.checks.dkim_body import BodyHasher
 from authmilter.config import from_dict
+from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, parse_message, to_crlf
-from authmilter.results import Action, Decision, HeaderEdit, Result
+from authmilter.results import Result
+from tests.support.decisions import our_ar
 
 AUTHSERV = "mx.hostile.test"
 VICTIM = "victim.example"  # p=reject; the attacker wants to pass as this domain
@@ -575,12 +577,6 @@ def parse_ar(value: str) -> tuple[str, list[dict[str, str]]]:
     return parts[0].strip(), resinfos
 
 
-def our_ar(decision: Decision) -> str | None:
-    values = [h.value for h in decision.add_headers if h.name == headers.AR_NAME]
-    assert len(values) <= 1, values
-    return values[0] if values else None
-
-
 def check_invariants(decision: Decision) -> None:
     assert isinstance(decision.action, Action)
     if decision.action == Action.REJECT:
@@ -624,9 +620,7 @@ def dkim_oracle(tx: Transaction, domain: str) -> bool:
     return False
 
 
-def check_oracle(case: Case, decision: Decision) -> None:
-    ar = our_ar(decision)
-    assert ar is not None, "inbound mail always gets our A-R"
+def check_oracle(case: Case, decision: Decision, ar: str) -> None:
     authserv, infos = parse_ar(ar)
     assert authserv == AUTHSERV, ar
     dmarcs = [i for i in infos if i["method"] == "dmarc"]
@@ -690,19 +684,19 @@ def test_random_hostile_messages(engine: Engine, seed: int) -> None:
     for case in generate(seed, count):
         try:
             spf = engine.check_envelope(case.env.envelope)
-            decision = engine.process(case.tx, spf)
+            results, decision = engine.evaluate(case.tx, spf)
         except Exception as exc:  # pragma: no cover - the point of the test
             pytest.fail(f"{case.describe()}: {exc!r}")
+        ar = our_ar(AUTHSERV, results, decision, case.tx.envelope)
         try:
             check_invariants(decision)
-            check_oracle(case, decision)
+            check_oracle(case, decision, ar)
         except AssertionError as exc:
             raise AssertionError(f"{case.describe()}\n{exc}") from None
         if case.index % 4 == 0:  # as the adapter does it: the body streamed, never kept
-            streamed = engine.process(streamed_copy(engine, case.tx, seed + case.index), spf)
+            streamed = engine.evaluate(streamed_copy(engine, case.tx, seed + case.index), spf)[1]
             assert streamed == decision, case.describe()
         actions[decision.action] = actions.get(decision.action, 0) + 1
-        ar = our_ar(decision) or ""
         passes += "dmarc=pass" in ar
     # the generator must reach every interesting outcome, or it proves little
     assert actions.get(Action.ACCEPT, 0) > count // 20, actions
@@ -725,15 +719,9 @@ def test_generator_is_deterministic() -> None:
 def test_oracle_catches_an_unexplained_pass() -> None:
     """The oracle itself: a forged A-R claiming dmarc=pass for the victim is flagged."""
     case = next(c for c in generate(3, 200) if not c.env.spf_pass and not c.signer)
-    forged = Decision(
-        add_headers=(
-            HeaderEdit(
-                headers.AR_NAME, f"{AUTHSERV}; dmarc=pass (p=reject) header.from={VICTIM}", 0
-            ),
-        )
-    )
+    forged = f"{AUTHSERV}; dmarc=pass (p=reject) header.from={VICTIM}"
     with pytest.raises(AssertionError, match="unexplained dmarc=pass"):
-        check_oracle(case, forged)
+        check_oracle(case, Decision(), forged)
 
 
 # --------------------------------------------------------------------------- fixed extremes
@@ -764,9 +752,9 @@ SPOOF_ENV = Envelope(client_ip=ipaddress.ip_address(ATTACKER_IP), helo=ATTACKER,
 
 def run(eng: Engine, raw: bytes, env: Envelope = SPOOF_ENV) -> tuple[Decision, str]:
     tx = parse_message(raw, env)
-    decision = eng.process(tx, eng.check_envelope(env))
+    results, decision = eng.evaluate(tx, eng.check_envelope(env))
     check_invariants(decision)
-    return decision, our_ar(decision) or ""
+    return decision, our_ar(AUTHSERV, results, decision, env)
 
 
 EXTREMES: dict[str, Callable[[], bytes]] = {

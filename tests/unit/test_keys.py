@@ -93,7 +93,7 @@ def test_malformed_refused(tmp_path: Path, content: bytes) -> None:
 def test_missing_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_key_file(tmp_path / "nope.pem")
-    with pytest.raises(ConfigError, match="not a regular file"):
+    with pytest.raises(ConfigError, match="key file is a directory"):
         load_key_file(tmp_path)
 
 

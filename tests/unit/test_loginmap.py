@@ -58,8 +58,8 @@ def test_no_delimiter(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("alice@example.com\n", r"m:1: 'alice@example.com' has no login names"),
-        ("# c\n\nalice  alice\n", r"m:3: 'alice' must be an address or @domain"),
+        ("alice@example.com\n", r"m:1: the entry has no login names"),
+        ("# c\n\nalice  alice\n", r"m:3: the key must be an address or @domain"),
         ("  alice\n", r"m:1: continuation line without an entry"),
     ],
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from authmilter.config import from_dict
-from authmilter.policy import decide, rcpt_verdict
+from authmilter.decision import Action
+from authmilter.policy import decide, rcpt_decision
 from authmilter.results import (
-    Action,
     AuthResults,
     Disposition,
     DkimResult,
@@ -17,6 +17,7 @@ from authmilter.results import (
     Result,
     SpfResult,
 )
+from authmilter.trust import Trust
 
 OK_FROM = FromField(FromStatus.OK, ("example.com",))
 
@@ -95,7 +96,7 @@ CASES = [
     ("none-accepts", dmarc(Result.NONE, Disposition.NONE), {}, Action.ACCEPT, None),
     (
         "trusted-never-judged",
-        AuthResults(trusted="auth", from_field=OK_FROM),
+        AuthResults(trusted=Trust.AUTHENTICATED, from_field=OK_FROM),
         {},
         Action.ACCEPT,
         None,
@@ -129,7 +130,7 @@ def test_quarantine_header_flag() -> None:
     verdict = decide(
         dmarc(Result.FAIL, Disposition.QUARANTINE), from_dict({"dmarc": {"quarantine": "header"}})
     )
-    assert verdict.quarantine_header
+    assert verdict.mark_quarantine
 
 
 @pytest.mark.parametrize(
@@ -195,10 +196,10 @@ def test_spf_reject_unless_dkim() -> None:
 
 
 def test_rcpt_reject_only_when_configured() -> None:
-    assert rcpt_verdict(Result.FAIL, "example.com", from_dict({})) is None
+    assert rcpt_decision(Result.FAIL, "example.com", from_dict({})) is None
     cfg = from_dict({"spf": {"reject_fail_at_rcpt": True}})
-    verdict = rcpt_verdict(Result.FAIL, "example.com", cfg)
+    verdict = rcpt_decision(Result.FAIL, "example.com", cfg)
     assert verdict is not None and verdict.reply is not None
     assert (verdict.reply.code, verdict.reply.status) == (550, "5.7.23")
-    assert rcpt_verdict(Result.SOFTFAIL, "example.com", cfg) is None
-    assert rcpt_verdict(Result.TEMPERROR, "example.com", cfg) is None
+    assert rcpt_decision(Result.SOFTFAIL, "example.com", cfg) is None
+    assert rcpt_decision(Result.TEMPERROR, "example.com", cfg) is None

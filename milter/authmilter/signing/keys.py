@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from authmilter.errors import ConfigError
+from authmilter.files import open_regular
+from authmilter.users import user_ids
 
 MIN_RSA_BITS = 1024
 RSA_SHA256 = "rsa-sha256"
@@ -58,17 +60,8 @@ class Identity:
     @classmethod
     def for_user(cls, user: str, group: str = "") -> Identity:
         """The account named by ``milter.user`` / ``milter.group`` (ConfigError if unknown)."""
-        try:
-            pw = pwd.getpwnam(user)
-        except KeyError:
-            raise ConfigError(f"no such user {user!r}") from None
-        gid = pw.pw_gid
-        if group:
-            try:
-                gid = grp.getgrnam(group).gr_gid
-            except KeyError:
-                raise ConfigError(f"no such group {group!r}") from None
-        return cls(pw.pw_uid, gid, pw.pw_name)
+        uid, gid = user_ids(user, group)
+        return cls(uid, gid, user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +160,8 @@ def load_key_file(
 ) -> PrivateKeyFile:
     """Read, check and parse one key file (ConfigError naming the file on any problem)."""
     path = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: key file does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: key file is not readable (permission denied)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot open key file: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise ConfigError(f"{path}: key file is not a regular file")
-    with os.fdopen(fd, "rb") as fh:
+    fh, st = open_regular(path, "key file")
+    with fh:
         if require_safe:
             problem = check_key_file(path, identity or Identity.current(), st)
             if problem:

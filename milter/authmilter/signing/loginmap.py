@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authmilter.errors import ConfigError
+from authmilter.files import read_text
 
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -36,16 +37,7 @@ class LoginMap:
     def load(cls, path: str | Path, recipient_delimiter: str = "") -> LoginMap:
         """Parse the file (ConfigError naming the file and line on any problem)."""
         path = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: sender login map does not exist") from None
-        except PermissionError:
-            raise ConfigError(
-                f"{path}: sender login map is not readable (permission denied)"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read sender login map: {exc}") from None
+        text = read_text(path, "sender login map")
         logical: list[tuple[int, str]] = []
         for number, raw in enumerate(text.splitlines(), 1):
             if not raw.strip() or raw.lstrip().startswith("#"):
@@ -63,9 +55,9 @@ class LoginMap:
             key = key.lower()
             logins = frozenset(x.lower() for x in _SPLIT.split(rest[0] if rest else "") if x)
             if not logins:
-                raise ConfigError(f"{path}:{number}: {key!r} has no login names")
+                raise ConfigError(f"{path}:{number}: the entry has no login names")
             if "@" not in key or key.endswith("@"):
-                raise ConfigError(f"{path}:{number}: {key!r} must be an address or @domain")
+                raise ConfigError(f"{path}:{number}: the key must be an address or @domain")
             owners[key] = owners.get(key, frozenset()) | logins
         return cls(owners, recipient_delimiter, path)
 

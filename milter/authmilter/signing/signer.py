@@ -21,9 +21,9 @@ from authmilter.checks.dkim_body import BodySpec, hash_body
 from authmilter.checks.dkim_header import CanonicalHeaders
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
 from authmilter.config import SigningConfig
+from authmilter.decision import HeaderEdit
 from authmilter.errors import ConfigError
 from authmilter.model import HeaderField, Transaction
-from authmilter.results import HeaderEdit
 from authmilter.signing.keys import Identity, PrivateKeyFile, load_key_file
 from authmilter.signing.tables import (
     KeyEntry,

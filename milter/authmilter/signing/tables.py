@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authmilter.errors import ConfigError
+from authmilter.files import read_text
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9_-]+)*$")
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9])?\.)*[A-Za-z0-9-]+$")
@@ -73,16 +74,7 @@ def resolve_path(path: str, base_dir: str) -> str:
 
 def table_lines(path: str, what: str) -> Iterator[tuple[str, str, str]]:
     """(origin "FILE:LINE", key, value) for every entry of a flat data set file."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: {what} is not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: {what} is a directory") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {what} is not UTF-8 text ({exc.reason})") from None
+    text = read_text(path, what)
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:

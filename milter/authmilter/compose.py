@@ -1,0 +1,71 @@
+"""The composition root: config -> resolver -> PSL -> keys -> login map -> engine.
+
+Every command builds its engine here: ``run`` (and each reload), ``test`` and
+``check-config``. Nothing else constructs a resolver, loads keys or reads the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from authmilter.config import Config, from_dict, load
+from authmilter.dnsresolver import DnspythonResolver, Resolver, StaticResolver
+from authmilter.engine import Engine
+from authmilter.errors import UsageError
+from authmilter.psl import PublicSuffixList
+from authmilter.signing.keys import Identity
+from authmilter.signing.loginmap import LoginMap
+from authmilter.signing.signer import Signer
+
+
+def load_config(path: str | None) -> Config:
+    """The config file, or the built-in defaults when ``path`` is None."""
+    return load(path) if path else from_dict({}, "<defaults>")
+
+
+def make_resolver(
+    cfg: Config, *, zones: Sequence[str] = (), nameservers: Sequence[str] = ()
+) -> Resolver:
+    """The configured resolver; or answers from zone files; or other name servers."""
+    if zones and nameservers:
+        raise UsageError("use zone files or name servers, not both")
+    if zones:
+        static = StaticResolver()
+        for zone in zones:
+            static.add_zone_file(zone)
+        return static
+    try:
+        return DnspythonResolver(
+            nameservers or cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size
+        )
+    except ValueError as exc:  # only a command-line name server can be invalid here
+        raise UsageError(f"--nameserver: {exc}") from None
+
+
+def build_engine(cfg: Config, resolver: Resolver | None = None) -> Engine:
+    """One engine (ConfigError on trouble): PSL, signing keys, login map, authserv-id."""
+    config_dir = Path(cfg.path).parent if cfg.path and not cfg.path.startswith("<") else Path()
+    psl = None
+    if cfg.dmarc.enabled and cfg.dmarc.org_domain == "psl":
+        psl = PublicSuffixList.load(cfg.dmarc.psl_file)
+    signer = None
+    if cfg.signing.enabled:
+        identity = Identity.for_user(cfg.milter.user, cfg.milter.group) if cfg.milter.user else None
+        signer = Signer.from_config(cfg.signing, str(config_dir), identity=identity)
+    login_map = None
+    if cfg.signing.sender_login_map:
+        login_map = LoginMap.load(config_dir / cfg.signing.sender_login_map)
+    return Engine(
+        config=cfg,
+        resolver=resolver if resolver is not None else make_resolver(cfg),
+        signer=signer,
+        psl=psl,
+        login_map=login_map,
+        authserv_id=cfg.milter.effective_authserv_id(),
+    )
+
+
+def load_engine(path: str) -> Engine:
+    """Read the config file and build its engine (the daemon's start and reload)."""
+    return build_engine(load(path))

@@ -1,0 +1,50 @@
+"""Mail from our own users and hosts: the sender login map, then the signatures."""
+
+from __future__ import annotations
+
+from authmilter import replies
+from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
+from authmilter.decision import Action, Decision, HeaderEdit, Reply
+from authmilter.model import Transaction
+from authmilter.results import AuthResults, FromStatus
+from authmilter.signing.loginmap import LoginMap
+from authmilter.signing.signer import Signer
+
+
+def login_refusal(
+    tx: Transaction, results: AuthResults, login_map: LoginMap | None
+) -> Reply | None:
+    """553 when an authenticated user sends as an address the login map does not give them."""
+    env = tx.envelope
+    if login_map is None or not env.auth_user:
+        return None
+    ff = results.from_field
+    if ff is not None and ff.status != FromStatus.OK:
+        return replies.from_not_single()
+    addresses = [env.mail_from] if env.mail_from else []
+    for addr in addresses + _from_addresses(tx):
+        if not login_map.allowed(env.auth_user, addr):
+            return replies.sender_not_owned(addr, env.auth_user)
+    return None
+
+
+def decide_outbound(
+    tx: Transaction, results: AuthResults, login_map: LoginMap | None, signer: Signer | None
+) -> tuple[Decision, tuple[HeaderEdit, ...]]:
+    """Refuse a sender that is not the user's, or accept with the signatures to add."""
+    refusal = login_refusal(tx, results, login_map)
+    if refusal is not None:
+        return Decision(Action.REJECT, refusal, why="sender-login-mismatch"), ()
+    signatures = signer.sign(tx) if signer is not None else ()
+    return Decision(log=(("signed", str(len(signatures))),)), signatures
+
+
+def _from_addresses(tx: Transaction) -> list[str]:
+    """Every address in the From fields (the caller made sure they parse)."""
+    out: list[str] = []
+    for field in tx.get_all("From"):
+        try:
+            out.extend(f"{box.local_part}@{box.domain}" for box in parse_mailboxes(field.value))
+        except FromSyntaxError:
+            continue
+    return out

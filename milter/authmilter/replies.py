@@ -1,0 +1,42 @@
+"""Every SMTP reply authmilter makes, in one place (codes per RFC 3463, 7372, 9989)."""
+
+from __future__ import annotations
+
+from authmilter.decision import Reply
+
+
+def spf_fail(domain: str) -> Reply:
+    """550 5.7.23 (RFC 7372) for an SPF fail."""
+    return Reply(550, "5.7.23", f"SPF check failed: {domain or 'sender'} does not permit this host")
+
+
+def dmarc_reject(template: str, domain: str) -> Reply:
+    """550 5.7.26 (RFC 7372) with the configured text; ``{domain}`` is the author domain."""
+    return Reply(550, "5.7.26", template.replace("{domain}", domain))
+
+
+def dmarc_temperror(domain: str) -> Reply:
+    """451 4.7.5: the DMARC verdict depends on DNS that failed; the sender retries."""
+    return Reply(
+        451, "4.7.5", f"temporary DNS failure checking DMARC for {domain}; try again later"
+    )
+
+
+def bad_from(text: str) -> Reply:
+    """550 5.7.1: the From field cannot be evaluated (missing, several, unparseable)."""
+    return Reply(550, "5.7.1", text)
+
+
+def sender_not_owned(address: str, user: str) -> Reply:
+    """553 5.7.1 (like Postfix's reject_sender_login_mismatch)."""
+    return Reply(553, "5.7.1", f"sender address {address} is not owned by user {user}")
+
+
+def from_not_single() -> Reply:
+    """553 5.7.1: an authenticated user's From must name exactly one address."""
+    return Reply(553, "5.7.1", "the From field must hold exactly one address")
+
+
+def internal_error() -> Reply:
+    """451 4.3.0: something went wrong on our side; nothing is lost, the sender retries."""
+    return Reply(451, "4.3.0", "temporary local problem; please try again later")

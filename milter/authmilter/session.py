@@ -1,0 +1,163 @@
+"""One SMTP connection's messages, independent of libmilter.
+
+The libmilter adapter and ``authmilter test`` both drive a :class:`Session` through the
+same stages in SMTP order, so the path every real message takes is the path ``test`` runs:
+connect, HELO, MAIL FROM (per-message state is reset here), each RCPT TO, each header
+field, end of headers (the body hashes the signatures need are fixed), body chunks (hashed
+as they stream, never kept), end of message.
+
+No exception leaves a stage: the first one is logged once with its traceback, the rest of
+the message is skipped, and end of message answers with ``milter.on_error`` (default: 451
+4.3.0). Each decision is logged as one line (:mod:`authmilter.logline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from authmilter import logline, replies
+from authmilter.checks.dkim_body import BodyHasher
+from authmilter.decision import Action, Decision
+from authmilter.engine import Engine
+from authmilter.model import Envelope, HeaderField, IPAddress, Transaction, strip_brackets, to_crlf
+from authmilter.results import AuthResults, SpfResult
+
+log = logging.getLogger("authmilter")
+
+T = TypeVar("T")
+
+
+class Session:
+    """The state of one connection; the engine is fixed for the connection's lifetime."""
+
+    def __init__(self, engine: Engine, conn_id: str = "0") -> None:
+        self.engine = engine
+        self.conn_id = conn_id
+        self.env = Envelope()
+        self.last_line = ""  # the last log line, for ``authmilter test``
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: list[HeaderField] = []
+        self.hasher: BodyHasher | None = None
+        self.spf: SpfResult | None = None
+        self.results: AuthResults | None = None  # set at end of message
+        self.error = ""
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ stages
+
+    def connect(self, client_name: str, client_ip: IPAddress | None, daemon_name: str) -> None:
+        """A new SMTP client."""
+        self.env = Envelope(client_ip=client_ip, client_name=client_name, daemon_name=daemon_name)
+
+    def helo(self, name: str) -> None:
+        """HELO/EHLO."""
+        self.env = dataclasses.replace(self.env, helo=name)
+
+    def mail_from(
+        self, address: str, auth_user: str | None, queue_id: str = "", daemon_name: str = ""
+    ) -> None:
+        """MAIL FROM starts a message: reset, then SPF."""
+        self._reset()
+        self.env = dataclasses.replace(
+            self.env,
+            mail_from=strip_brackets(address),
+            rcpt_to=(),
+            auth_user=auth_user or None,
+            queue_id=queue_id,
+            daemon_name=daemon_name or self.env.daemon_name,
+        )
+        self.spf = self._guard("envfrom", lambda: self.engine.check_envelope(self.env), None)
+
+    def recipient(self, address: str) -> Decision | None:
+        """RCPT TO: None to go on, or a decision that refuses this recipient (logged)."""
+        self.env = dataclasses.replace(
+            self.env, rcpt_to=(*self.env.rcpt_to, strip_brackets(address))
+        )
+        decision = self._guard(
+            "envrcpt", lambda: self.engine.check_recipient(self.env, self.spf), None
+        )
+        if decision is not None:
+            self._log(logline.decision_pairs(decision))
+        return decision
+
+    def header(self, name: str, value: bytes) -> None:
+        """One header field; ``value`` is what follows the colon, leading space included."""
+        self._guard("header", lambda: self.headers.append(HeaderField(name, to_crlf(value))), None)
+
+    def end_of_headers(self) -> None:
+        """The header block is complete: fix the body hashes to compute."""
+        if self.hasher is None:
+            self.hasher = self._guard("eoh", self._new_hasher, None)
+
+    def body(self, chunk: bytes) -> None:
+        """A body chunk: hashed and dropped."""
+        self.end_of_headers()  # an MTA that sends no EOH: the headers end where the body starts
+        hasher = self.hasher
+        if hasher is not None:
+            self._guard("body", lambda: hasher.update(chunk), None)
+
+    def end_of_message(self, queue_id: str = "") -> Decision:
+        """The decision for the message (logged); per-message state is reset afterwards."""
+        try:
+            if queue_id:
+                self.env = dataclasses.replace(self.env, queue_id=queue_id)
+            self.end_of_headers()
+            decision = self._guard("eom", self._evaluate, None)
+            if decision is None:
+                decision = self._internal_error()
+            found = logline.result_pairs(self.results) if self.results else ()
+            self._log((*found, *logline.decision_pairs(decision)))
+            return decision
+        finally:  # the results stay for the caller until the next MAIL FROM
+            self.headers = []
+            self.hasher = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_hasher(self) -> BodyHasher:
+        return BodyHasher(self.engine.body_specs(self.env, self.headers))
+
+    def _evaluate(self) -> Decision | None:
+        if self.error or self.hasher is None:
+            return None
+        tx = Transaction(
+            envelope=self.env,
+            headers=tuple(self.headers),
+            body_size=self.hasher.size,
+            body_digests=self.hasher.digests(),
+        )
+        self.results, decision = self.engine.evaluate(tx, self.spf)
+        return decision
+
+    def _guard(self, stage: str, step: Callable[[], T], default: T) -> T:
+        """Run one step unless an earlier one failed; record the first failure."""
+        if self.error:
+            return default
+        try:
+            return step()
+        except Exception:
+            self.error = stage
+            log.exception(
+                "conn=%s qid=%s internal error in %s",
+                self.conn_id,
+                logline.safe(self.env.queue_id) or "-",
+                stage,
+            )
+            return default
+
+    def _internal_error(self) -> Decision:
+        why = f"internal-error:{self.error or 'eom'}"
+        if self.engine.config.milter.on_error == "accept":
+            return Decision(Action.ACCEPT, why=why)
+        return Decision(Action.TEMPFAIL, replies.internal_error(), why=why)
+
+    def _log(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        ms = (time.monotonic() - self.started) * 1000
+        self.last_line = logline.format_line(self.env, self.conn_id, pairs)
+        log.info("%s ms=%.1f", self.last_line, ms)
