@@ -269,7 +269,9 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
             "reason": dmarc.reason,
         },
         "headers": {
-            "add": [{"name": h.name, "value": h.value} for h in decision.add_headers],
+            "add": [
+                {"name": h.name, "value": h.value, "index": h.index} for h in decision.add_headers
+            ],
             "remove": [{"name": h.name, "index": h.index} for h in decision.remove_headers],
         },
         "why": decision.why,
