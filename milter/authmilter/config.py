@@ -182,6 +182,20 @@ class SpfConfig:
     received_spf_header: bool = False
 
 
+# Caps on what one DKIM signature may make us do before its b= is checked (anyone with a
+# key in his own DNS and a correct bh= gets that far). A refused signature is "policy".
+#
+# h= entries: signers list 5 to 40 names (opendkim's and Gmail's defaults, doubled by
+# oversigning); 256 is several times that. The cost is linear, the cap keeps it small.
+MAX_SIGNED_FIELDS = 256
+# Header fields in the message: direct mail has 10 to 40, mail relayed through lists and
+# forwarders rarely more than 200 (Postfix's hopcount_limit stops at 50 Received fields,
+# RFC 8617 at 50 ARC sets of 3). Postfix limits each field (header_size_limit, 100 KB) but
+# not their number, and opendkim has no such cap; 1000 bounds the per-field work by far
+# more than any real message needs.
+MAX_HEADER_FIELDS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class DkimConfig:
     """[dkim]: verification."""
@@ -190,6 +204,8 @@ class DkimConfig:
     max_signatures: int = field(default=5, metadata=_check(_signature_cap))
     min_key_bits: int = field(default=1024, metadata=_check(_positive))
     max_body_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive))
+    max_signed_fields: int = field(default=MAX_SIGNED_FIELDS, metadata=_check(_positive))
+    max_header_fields: int = field(default=MAX_HEADER_FIELDS, metadata=_check(_positive))
 
 
 @dataclass(frozen=True, slots=True)

@@ -781,8 +781,7 @@ def test_extreme_messages_are_answered_safely(engine: Engine, name: str) -> None
     assert ar.startswith(AUTHSERV + ";")
     _, infos = parse_ar(ar)
     dmarc = [i for i in infos if i["method"] == "dmarc"]
-    signed_intact = name in (
-        "10000 fields",
+    signed_intact = name in (  # "10000 fields" is over dkim.max_header_fields: policy
         "100 KB field",
         "1 MB single-line body",
         "empty body",
@@ -797,7 +796,8 @@ def test_extreme_messages_are_answered_safely(engine: Engine, name: str) -> None
         assert decision.action == Action.REJECT, (decision, ar)
 
 
-def test_thousand_signatures_are_capped(engine: Engine) -> None:
+def test_thousand_signatures_are_capped() -> None:
+    engine = make_engine(dkim={"max_header_fields": 2000})  # the 1000 fields are the point
     raw = victim_signed()
     sig_end = raw.index(b"\r\nFrom:") + 2
     many = raw[:sig_end] * 1000 + raw[sig_end:]

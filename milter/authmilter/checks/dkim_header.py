@@ -5,6 +5,10 @@ fields named in ``h=`` picked bottom-up (a name listed more often than it occurs
 nothing the extra times), one *more* ``From`` than ``h=`` lists (dkimpy's guard against an
 added From, Debian bug 644046: a second From field breaks the signature), then the
 DKIM-Signature field itself with the value of its ``b=`` tag removed and no final CRLF.
+
+The selection is linear in the fields plus the ``h=`` entries (an index by name, built once
+per message and canonicalisation), never their product: ``h=`` is read before ``b=`` is
+checked, so anyone with a key in DNS and a correct ``bh=`` chooses both sizes.
 """
 
 from __future__ import annotations
@@ -25,10 +29,24 @@ class HeaderFormatError(ValueError):
     """A header field name that no DKIM implementation would hash."""
 
 
-class CanonicalHeaders:
-    """The message's header fields, canonicalised once per algorithm on first use."""
+class HeaderBudgetError(ValueError):
+    """The data a signature signs does not fit in what is left of the message's budget."""
 
-    def __init__(self, fields: Sequence[HeaderField]) -> None:
+    def __init__(self, size: int, left: int, limit: int) -> None:
+        super().__init__(
+            f"signed header data of {size} bytes exceeds the per-message budget"
+            f" ({left} of {limit} bytes left)"
+        )
+
+
+class CanonicalHeaders:
+    """The message's header fields, canonicalised once per algorithm on first use.
+
+    ``max_bytes`` bounds the total length of what :meth:`signed_data` returns over all
+    calls (one instance per message): the cost of hashing it for every signature.
+    """
+
+    def __init__(self, fields: Sequence[HeaderField], max_bytes: int | None = None) -> None:
         self.fields = fields
         self.names: list[bytes] = []
         for hf in fields:
@@ -37,6 +55,9 @@ class CanonicalHeaders:
                 raise HeaderFormatError(f"unexpected characters in header field name {name!r}")
             self.names.append(name)
         self._canon: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._index: dict[str, dict[bytes, list[int]]] = {}
+        self.max_bytes = max_bytes
+        self.hashed = 0  # bytes returned by signed_data so far
 
     def canonical(self, canon: str) -> list[tuple[bytes, bytes]]:
         """(name used for selection and hashing, value with CRLF), in message order."""
@@ -50,29 +71,47 @@ class CanonicalHeaders:
             self._canon[canon] = done
         return done
 
+    def index(self, canon: str) -> dict[bytes, list[int]]:
+        """Lower-case canonical name -> positions of the fields so named, bottom first."""
+        index = self._index.get(canon)
+        if index is None:
+            index = {}
+            fields = self.canonical(canon)
+            for i in range(len(fields) - 1, -1, -1):
+                index.setdefault(fields[i][0].lower(), []).append(i)
+            self._index[canon] = index
+        return index
+
     def signed_data(self, canon: str, h_value: bytes, signature: HeaderField) -> bytes:
-        """What ``signature`` (one of the fields, with this ``h=``) signs under ``canon``."""
+        """What ``signature`` (one of the fields, with this ``h=``) signs under ``canon``.
+
+        Linear in the fields and the ``h=`` entries: each name takes the next unused field
+        of that name, bottom-up, from :meth:`index`. Raises :class:`HeaderBudgetError`
+        (and counts nothing) when the result would overrun ``max_bytes``.
+        """
         fields = self.canonical(canon)
+        index = self.index(canon)
         wanted = [n.lower() for n in _H_SPLIT.split(h_value.strip())]
         if b"from" in wanted:
             wanted.append(b"from")
-        lowered = [n.lower() for n, _ in fields]
         out: list[bytes] = []
-        last: dict[bytes, int] = {}
+        taken: dict[bytes, int] = {}  # per name: fields already picked
         for name in wanted:
-            i = last.get(name, len(fields))
-            while i > 0:
-                i -= 1
-                if lowered[i] == name:
-                    out += (fields[i][0], b":", fields[i][1])
-                    break
-            last[name] = i
+            positions = index.get(name, ())
+            n = taken.get(name, 0)
+            if n < len(positions):
+                taken[name] = n + 1
+                out += (fields[positions[n]][0], b":", fields[positions[n]][1])
         value = strip_b_value(signature.value)
         raw_name = signature.name.encode("ascii", "surrogateescape")
         if canon == "relaxed":
             out += (relaxed_name(raw_name), b":", relaxed_value(value))
         else:
             out += (raw_name, b":", value.rstrip())
+        size = sum(map(len, out))
+        if self.max_bytes is not None and self.hashed + size > self.max_bytes:
+            raise HeaderBudgetError(size, self.max_bytes - self.hashed, self.max_bytes)
+        self.hashed += size
         return b"".join(out)
 
 

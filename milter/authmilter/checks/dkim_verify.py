@@ -25,6 +25,9 @@ unusable key (syntax, ``k=``, base64)  permerror
 malformed signature                    permerror
 RSA key < min_key_bits (>= 1024)       policy "key too small (N bits)"
 body larger than max_body_bytes        neutral "message too large to verify (N bytes)"
+``h=`` over max_signed_fields entries  policy "h= lists N header fields; ..."
+over max_header_fields header fields   policy "message has N header fields; ..."
+signed header data over the budget     policy "signed header data of N bytes exceeds ..."
 body not kept and its hash not given   neutral "body hash not computed"
 unexpected exception                   permerror (exception text, logged)
 =====================================  ======================================
@@ -42,7 +45,11 @@ import dkim.util
 
 from authmilter.checks.dkim_body import BodySpec, hash_body, parse_c, spec_of
 from authmilter.checks.dkim_crypto import verify_signature
-from authmilter.checks.dkim_header import CanonicalHeaders, HeaderFormatError
+from authmilter.checks.dkim_header import (
+    CanonicalHeaders,
+    HeaderBudgetError,
+    HeaderFormatError,
+)
 from authmilter.checks.dkim_key import (
     KeyProblem,
     SignatureFacts,
@@ -50,7 +57,7 @@ from authmilter.checks.dkim_key import (
     fetch_key,
     load_key,
 )
-from authmilter.config import DkimConfig
+from authmilter.config import MAX_SIGNED_FIELDS, DkimConfig
 from authmilter.dnsresolver import Resolver
 from authmilter.model import BodyDigest, HeaderField, Transaction
 from authmilter.results import DkimResult, Result
@@ -61,6 +68,12 @@ MIN_RSA_BITS = 1024  # RFC 8301 3.2: never accept less, whatever the config says
 KEY_TIMEOUT = 5.0  # seconds per key lookup (the resolver may clamp it lower)
 HEADER_B_CHARS = 8  # RFC 6008
 FUTURE_SLACK = 36000  # t= up to 10 h ahead is a clock skew, not an error (as dkimpy)
+# Header data hashed per message, all signatures together (each signs at most every header
+# field once plus itself). Counted in bytes, not seconds, so that the outcome never depends
+# on the machine's load. A real signature signs a few KB; Postfix keeps each field under
+# 100 KB (header_size_limit) but not the header as a whole, so without a budget 20 signatures
+# could each hash a header of several MB. 4 MiB is some ms of SHA-256.
+MAX_HEADER_DATA = 4 * 1024 * 1024
 MANDATORY_TAGS = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
 KNOWN_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 _DIGITS = re.compile(rb"\d{1,16}\Z")
@@ -128,12 +141,16 @@ def verify_dkim(
     cap = cfg.max_signatures
     sigs = [_parse(f) for f in fields[:cap]]
     results: dict[int, DkimResult] = {}
+    n_fields, max_fields = len(tx.headers), cfg.max_header_fields
     for idx, sig in enumerate(sigs):
-        if (early := _precheck(sig, now)) is not None:
+        if (early := _precheck(sig, now, cfg.max_signed_fields)) is not None:
             results[idx] = early
         elif tx.size > cfg.max_body_bytes:
             reason = f"message too large to verify ({tx.size} bytes)"
             results[idx] = sig.result(Result.NEUTRAL, reason)
+        elif n_fields > max_fields:
+            reason = f"message has {n_fields} header fields; not verified (limit {max_fields})"
+            results[idx] = sig.result(Result.POLICY, reason)
     todo = [i for i in range(len(sigs)) if i not in results]
     if todo:
         results.update(_verify_all(tx, resolver, cfg, sigs, todo))
@@ -153,7 +170,9 @@ def _parse(hf: HeaderField) -> _Signature:
         return _Signature(hf, error=f"bad tag list: {_short(exc)}")
 
 
-def _precheck(sig: _Signature, now: float) -> DkimResult | None:
+def _precheck(
+    sig: _Signature, now: float, max_signed: int = MAX_SIGNED_FIELDS
+) -> DkimResult | None:
     """Judgements that need neither the body nor DNS; None when the signature may be verified."""
     if sig.error:
         return sig.result(Result.PERMERROR, sig.error)
@@ -194,6 +213,9 @@ def _precheck(sig: _Signature, now: float) -> DkimResult | None:
             return sig.result(Result.PERMERROR, "x= is before t=")
         if expires < now:
             return sig.result(Result.FAIL, "signature expired")
+    if len(signed) > max_signed:
+        reason = f"h= lists {len(signed)} header fields; not verified (limit {max_signed})"
+        return sig.result(Result.POLICY, reason)
     return None
 
 
@@ -215,7 +237,7 @@ def _verify_all(
     """Verify the signatures in ``todo``: header canonicalised and body hashed once."""
     min_bits = max(MIN_RSA_BITS, cfg.min_key_bits)
     try:
-        headers = CanonicalHeaders(tx.headers)
+        headers = CanonicalHeaders(tx.headers, max_bytes=MAX_HEADER_DATA)
         digests = _body_digests(tx, [spec for i in todo if (spec := sigs[i].spec())])
     except HeaderFormatError as exc:
         return {i: sigs[i].result(Result.PERMERROR, f"message unparseable: {exc}") for i in todo}
@@ -280,7 +302,10 @@ def _verify_one(  # noqa: PLR0917  (internal helper; every argument is needed)
     if digest.digest != _b64(sig.tags[b"bh"]):
         return sig.result(Result.FAIL, "body hash mismatch", key_bits=key.bits)
     header_canon = (parse_c(sig.tags.get(b"c")) or ("simple", "simple"))[0]
-    data = headers.signed_data(header_canon, sig.tags[b"h"], sig.header)
+    try:
+        data = headers.signed_data(header_canon, sig.tags[b"h"], sig.header)
+    except HeaderBudgetError as exc:
+        return sig.result(Result.POLICY, str(exc), key_bits=key.bits)
     if not verify_signature(key, digest.algorithm, _b64(sig.tags[b"b"]), data):
         return sig.result(Result.FAIL, "signature did not verify", key_bits=key.bits)
     if digest.length is not None:
