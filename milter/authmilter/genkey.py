@@ -6,7 +6,8 @@ opendkim-genkey's layout. Differences from Debian's ``opendkim-genkey``:
 * ``--type ed25519`` writes an Ed25519 key; its record has ``k=ed25519`` and no ``h=``
   unless ``-h`` is given (as upstream's ``--ed25519``);
 * RSA keys below 1024 bits are refused (authmilter will not sign with them);
-* existing files are never overwritten unless ``--force``;
+* existing files are never overwritten unless ``--force``, which replaces them by rename;
+  a symbolic link in place of either file is refused, with or without ``--force``;
 * files are created 0600; when ``--group`` names a group (default: ``authmilter`` when run
   as root and that group exists) the private key gets that group and mode 0640, which is
   what ``signing.require_safe_keys`` accepts for the daemon.
@@ -19,7 +20,9 @@ import base64
 import contextlib
 import grp
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,12 +163,56 @@ def _default_group() -> str:
     return DAEMON_GROUP
 
 
-def _write(path: Path, data: bytes, force: bool, mode: int) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    fd = os.open(path, flags, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    path.chmod(mode)
+class _RefusedError(Exception):
+    """A target that genkey will not write."""
+
+
+def _problem(path: Path, force: bool) -> str | None:
+    """Why ``path`` may not be written (a symlink, or existing without ``force``), or None."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link: refusing to follow or replace it"
+    if not force:
+        return f"{path} exists (use --force to overwrite)"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    return None
+
+
+def _write(path: Path, data: bytes, force: bool, mode: int, gid: int = -1) -> None:
+    """Write ``path`` whole with ``mode`` (and group ``gid``), never through a symlink.
+
+    A new file is created with O_EXCL; with ``force`` the data goes to a fresh temp file in
+    the same directory, which gets its owner and mode and is then renamed over ``path``.
+    """
+    problem = _problem(path, force)
+    if problem is not None:
+        raise _RefusedError(problem)
+    if force:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # O_EXCL, 0600
+        tmp = Path(name)
+    else:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd, tmp = os.open(path, flags, 0o600), path
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if gid >= 0:
+                os.fchown(fd, 0 if os.geteuid() == 0 else -1, gid)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        if force:
+            tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _say(args: argparse.Namespace, level: int, text: str) -> None:
@@ -206,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not directory.is_dir():
         print(f"{PROG}: {directory}: not a directory", file=sys.stderr)
         return 1
-    if not args.force:
-        for path in (private, txt):
-            if path.exists():
-                print(f"{PROG}: {path} exists (use --force to overwrite)", file=sys.stderr)
-                return 1
+    for path in (private, txt):
+        problem = _problem(path, args.force)
+        if problem is not None:
+            print(f"{PROG}: {problem}", file=sys.stderr)
+            return 1
     _say(args, 1, f"generating {args.type} private key")
     key = generate(args.type, args.bits)
     p = base64.b64encode(public_key_bytes(key)).decode("ascii")
@@ -235,16 +282,14 @@ def _write_files(
     old_umask = os.umask(0o077)
     created: list[Path] = []
     try:
-        _write(private, pem, args.force, 0o600)
+        _write(private, pem, args.force, 0o640 if gid >= 0 else 0o600, gid)
         created.append(private)
-        if gid >= 0:
-            os.chown(private, 0 if os.geteuid() == 0 else -1, gid)
-            private.chmod(0o640)
         _say(args, 1, f"private key written to {private}")
         _write(txt, record.encode("ascii"), args.force, 0o600)
         _say(args, 1, f"DNS TXT record written to {txt}")
-    except OSError as exc:
-        print(f"{PROG}: cannot write: {exc}", file=sys.stderr)
+    except (OSError, _RefusedError) as exc:
+        what = "" if isinstance(exc, _RefusedError) else "cannot write: "
+        print(f"{PROG}: {what}{exc}", file=sys.stderr)
         for path in created:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -143,11 +143,10 @@ def parse_message(data: bytes, envelope: Envelope | None = None) -> Transaction:
     lines = head.split(CRLF)
     if not sep and lines[-1] == b"":
         lines.pop()
-    headers: list[HeaderField] = []
+    fields: list[tuple[bytes, list[bytes]]] = []  # name, value lines (joined once: linear)
     for i, line in enumerate(lines):
-        if line[:1] in (b" ", b"\t") and headers:
-            last = headers[-1]
-            headers[-1] = HeaderField(last.name, last.value + CRLF + line)
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1].append(line)
             continue
         name, colon, value = line.partition(b":")
         bare = name.rstrip(b" \t")  # "From :" (obsolete WSP before the colon) is a field too
@@ -156,5 +155,9 @@ def parse_message(data: bytes, envelope: Envelope | None = None) -> Transaction:
             rest = CRLF.join(lines[i:]) + CRLF
             body = rest + (CRLF + body if sep else b"")
             break
-        headers.append(HeaderField(name.decode("ascii", "surrogateescape"), value))
-    return Transaction(envelope=envelope or Envelope(), headers=tuple(headers), body=body)
+        fields.append((name, [value]))
+    headers = tuple(
+        HeaderField(name.decode("ascii", "surrogateescape"), CRLF.join(parts))
+        for name, parts in fields
+    )
+    return Transaction(envelope=envelope or Envelope(), headers=headers, body=body)

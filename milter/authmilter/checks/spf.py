@@ -78,6 +78,10 @@ def check_spf(
     (RFC 7208 2.4), it is checked as ``postmaster@HELO`` (identity ``helo``). No client
     address gives ``none``.
 
+    The domain is after the *last* ``@`` (a quoted local part may contain one:
+    ``"x@y"@d`` is checked at ``d``), and ``%{l}`` expands to the local part as received,
+    quotes and backslashes included (RFC 5321 Local-part).
+
     Never raises. An unexpected error inside pyspf (or the resolver) is logged with its
     traceback and returned as ``temperror``: the fault is ours, not the sender's, so the
     MTA should ask for a retry rather than reject or lose the mail.
@@ -136,6 +140,9 @@ def _run(
             timeout=cfg.time_budget,
             querytime=cfg.time_budget,
         )
+        # pyspf splits the sender at its FIRST "@"; a quoted local part may hold one
+        # ("x@y"@d), so set local part and domain to the split reported here (last "@").
+        query.l, query.o, query.d = local or "postmaster", domain, domain
         word, _code, explanation = query.check()
         result = _RESULTS.get(word)
         if result is None:
