@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import grp
 import os
 import stat
 import sys
@@ -30,7 +29,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from authmilter import __version__
-from authmilter.signing.keys import MIN_RSA_BITS, PrivateKey, public_key_bytes
+from authmilter.checks.dkim_crypto import MIN_RSA_BITS
+from authmilter.errors import ConfigError
+from authmilter.signing.keys import PrivateKey, public_key_bytes
+from authmilter.users import group_id
 
 PROG = "authmilter genkey"
 DAEMON_GROUP = "authmilter"
@@ -157,8 +159,8 @@ def _default_group() -> str:
     if os.geteuid() != 0:
         return ""
     try:
-        grp.getgrnam(DAEMON_GROUP)
-    except KeyError:
+        group_id(DAEMON_GROUP)
+    except ConfigError:
         return ""
     return DAEMON_GROUP
 
@@ -243,9 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     gid = -1
     if group:
         try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            print(f"{PROG}: no such group {group!r}", file=sys.stderr)
+            gid = group_id(group, "--group")
+        except ConfigError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
             return 2
     directory = Path(args.directory)
     private = directory / f"{args.selector}.private"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from authmilter.errors import ConfigError
 from authmilter.files import read_text
+from authmilter.idn import a_label
 
 _BEGIN_PRIVATE = "===BEGIN PRIVATE DOMAINS==="
 
@@ -105,12 +106,5 @@ def _normalise(domain: str) -> str:
 
 def _to_ascii(name: str) -> str | None:
     """A-label form of a rule or name; None if it cannot be encoded."""
-    name = name.strip(".").lower()
-    if not name:
-        return None
-    if name.isascii():
-        return name
-    try:
-        return ".".join(label.encode("idna").decode("ascii") for label in name.split("."))
-    except UnicodeError:
-        return None
+    name = name.strip(".")
+    return a_label(name) if name else None

@@ -17,10 +17,13 @@ def user_ids(user: str, group: str = "", where: str = "milter") -> tuple[int, in
         pw = pwd.getpwnam(user)
     except KeyError:
         raise ConfigError(f"{where}.user: no such user {user!r}") from None
-    gid = pw.pw_gid
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ConfigError(f"{where}.group: no such group {group!r}") from None
+    gid = group_id(group, f"{where}.group") if group else pw.pw_gid
     return pw.pw_uid, gid
+
+
+def group_id(group: str, where: str = "group") -> int:
+    """The gid of ``group``; ConfigError naming ``where`` when there is no such group."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"{where}: no such group {group!r}") from None

@@ -154,3 +154,14 @@ def test_headers_are_safe_for_libmilter() -> None:
         assert h.value is not None and "\r" not in h.value
         for line in h.value.split("\n")[1:]:
             assert line[:1] in (" ", "\t")
+
+
+def test_from_with_two_addresses_of_one_domain_is_evaluated() -> None:
+    """Two mailboxes of one domain: DMARC runs for that domain (no multiple-From reject)."""
+    msg = sign(simple_message(from_addr="alice@example.com, bob@example.com"), "example.com", "rsa")
+    d = run(engine(), msg, ip=BAD_IP)
+    assert d.action == Action.ACCEPT, d
+    assert "dkim=pass" in ar(d) and "dmarc=pass" in ar(d)
+    spoof = simple_message(from_addr="a@example.com, <b@example.com>")
+    d = run(engine(), spoof, ip=BAD_IP, mail_from="x@attacker.example")
+    assert d.action == Action.REJECT and d.reply is not None and d.reply.status == "5.7.26"

@@ -7,7 +7,8 @@ from email.headerregistry import Address, HeaderRegistry
 
 import pytest
 
-from authmilter.checks.fromfield import normalise_domain, parse_from, parse_mailboxes
+from authmilter.checks.fromfield import parse_from, parse_mailboxes
+from authmilter.idn import normalise_domain
 from authmilter.model import HeaderField, Transaction, parse_message
 from authmilter.results import FromStatus
 
@@ -142,13 +143,31 @@ def test_multiple_fields_with_one_unparseable_is_unparseable() -> None:
         (' "a, b" <a@victim.example>, b@attacker.example', ("victim.example", "attacker.example")),
         (" g: a@victim.example, b@attacker.example;", ("victim.example", "attacker.example")),
         (" a@x.example, g: b@y.example;", ("x.example", "y.example")),
-        (" a@x.example, b@x.example", ("x.example",)),  # one domain, still two mailboxes
     ],
 )
 def test_multiple_addresses(value: str, domains: tuple[str, ...]) -> None:
     result = parse_from(tx(("From", value)))
     assert result.status is FromStatus.MULTIPLE_ADDRESSES
     assert result.domains == domains
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        " a@x.example, b@x.example",
+        ' <a@X.example>, "B" <b@x.example>',
+        " g: a@x.example, b@x.example;",
+        " a@x.example, b@xn--bcher-kva.example, c@x.example",
+    ],
+)
+def test_several_mailboxes_of_one_domain_have_one_author_domain(value: str) -> None:
+    """RFC 9989 evaluates a message with one Author Domain: several mailboxes in one domain
+    are evaluated like one (several domains stay MULTIPLE_ADDRESSES)."""
+    result = parse_from(tx(("From", value)))
+    if "bcher" in value:
+        assert result.status is FromStatus.MULTIPLE_ADDRESSES
+    else:
+        assert (result.status, result.domain) == (FromStatus.OK, "x.example")
 
 
 # --------------------------------------------------------------------------- bypass corpus

@@ -49,12 +49,13 @@ def test_missing_mismatch_temperror(signer: Signer) -> None:
     r.add("rsa1._domainkey.example.com", "TXT", rec["ed1"].replace("k=ed25519", "k=rsa"))
     checks = check_published_keys(signer, r)
     assert [c.status for c in checks] == [KeyStatus.MISMATCH, KeyStatus.TEMPERROR]
-    assert "does not match" in checks[0].detail
+    assert "unusable key" in checks[0].detail
     r2 = StaticResolver()
     r2.add("other.example.com", "TXT", "x")
     r2.add("ed1._domainkey.example.com", "TXT", "v=spf1 -all")
     checks = check_published_keys(signer, r2)
-    assert [c.status for c in checks] == [KeyStatus.MISSING, KeyStatus.MISSING]
+    assert [c.status for c in checks] == [KeyStatus.MISSING, KeyStatus.MISMATCH]
+    assert "a verifier refuses the record: bad key record version" in checks[1].detail
 
 
 def test_wrong_type_and_revoked(signer: Signer) -> None:
@@ -68,9 +69,23 @@ def test_wrong_type_and_revoked(signer: Signer) -> None:
     assert "revoked" in checks[1].detail
 
 
-def test_one_of_several_records_matches(signer: Signer) -> None:
+def test_several_records_are_refused_as_the_verifier_refuses_them(signer: Signer) -> None:
     rec = records(signer)
     r = StaticResolver()
     r.add("rsa1._domainkey.example.com", "TXT", "v=DKIM1; k=rsa; p=AAAA", rec["rsa1"])
     r.add("ed1._domainkey.example.com", "TXT", rec["ed1"])
-    assert [c.status for c in check_published_keys(signer, r)] == ["ok", "ok"]
+    checks = check_published_keys(signer, r)
+    assert [c.status for c in checks] == ["missing", "ok"]
+    assert "multiple key records" in checks[0].detail
+
+
+def test_a_record_the_verifier_refuses_is_never_ok(signer: Signer) -> None:
+    """One parser: a record with a bad tag list or a wrong h= fails check-config too."""
+    rec = records(signer)
+    r = StaticResolver()
+    r.add("rsa1._domainkey.example.com", "TXT", rec["rsa1"] + "; h=sha1")
+    r.add("ed1._domainkey.example.com", "TXT", rec["ed1"] + "; =broken")
+    checks = check_published_keys(signer, r)
+    assert [c.status for c in checks] == ["mismatch", "mismatch"]
+    assert "does not allow sha256" in checks[0].detail
+    assert "bad key record syntax" in checks[1].detail

@@ -28,6 +28,9 @@ _SEQUENCE, _INTEGER, _BIT_STRING, _OID = 0x30, 0x02, 0x03, 0x06
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
+MIN_RSA_BITS = 1024  # RFC 8301 3.2: never accept or make a smaller RSA key
+
+
 class KeyFormatError(ValueError):
     """The p= value is not a usable public key of its k= type."""
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import dkim.util
 
+from authmilter import idn
 from authmilter.checks.dkim_crypto import KeyFormatError, PublicKey, load_public_key
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
@@ -55,17 +56,9 @@ def fetch_key(resolver: Resolver, name: str, timeout: float | None) -> bytes:
     return records[0]
 
 
-def check_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> int:
-    """Judge one key record against the signature; return the key size in bits."""
-    return load_key(name, record, sig, min_rsa_bits).bits
-
-
 def load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> PublicKey:
     """Judge one key record (found at ``name``) against the signature and parse its key."""
-    try:
-        tags = dkim.util.parse_tag_value(record)
-    except dkim.util.InvalidTagValueList as exc:
-        raise KeyProblem(Result.PERMERROR, f"bad key record syntax: {_text(exc)}") from None
+    tags = parse_key_record(record)
     version = tags.get(b"v")
     if version is not None and version != b"DKIM1":
         raise KeyProblem(Result.PERMERROR, f"bad key record version v={_text(version)}")
@@ -101,13 +94,19 @@ def load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -
     return key
 
 
+def parse_key_record(record: bytes) -> dict[bytes, bytes]:
+    """The tags of a key record (RFC 6376 3.2, dkimpy's parser); KeyProblem when malformed."""
+    try:
+        return dict(dkim.util.parse_tag_value(record))
+    except dkim.util.InvalidTagValueList as exc:
+        raise KeyProblem(Result.PERMERROR, f"bad key record syntax: {_text(exc)}") from None
+
+
 def a_label(name: str) -> str | None:
     """``name`` in lower-case A-label form, or None when it is not a host-like domain name."""
-    try:
-        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
-    except UnicodeError:
+    ascii_name = idn.a_label(name)
+    if ascii_name is None:
         return None
-    ascii_name = ascii_name.lower()
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
         return None

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import dkim.util
 
 from authmilter.checks.dkim_body import BodySpec, hash_body, parse_c, spec_of
-from authmilter.checks.dkim_crypto import verify_signature
+from authmilter.checks.dkim_crypto import MIN_RSA_BITS, verify_signature
 from authmilter.checks.dkim_header import (
     CanonicalHeaders,
     HeaderBudgetError,
@@ -64,7 +64,6 @@ from authmilter.results import DkimResult, Result
 
 log = logging.getLogger(__name__)
 
-MIN_RSA_BITS = 1024  # RFC 8301 3.2: never accept less, whatever the config says
 KEY_TIMEOUT = 5.0  # seconds per key lookup (the resolver may clamp it lower)
 HEADER_B_CHARS = 8  # RFC 6008
 FUTURE_SLACK = 36000  # t= up to 10 h ahead is a clock skew, not an error (as dkimpy)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from authmilter.checks.dmarc_record import DmarcRecord, parse_record, tree_walk_targets
-from authmilter.checks.fromfield import normalise_domain
 from authmilter.config import DmarcConfig
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
+from authmilter.idn import normalise_domain
 from authmilter.psl import PublicSuffixList
 from authmilter.results import (
     Disposition,
@@ -61,43 +62,44 @@ class _Dns:
 
     def dmarc(self, domain: str) -> _Found:
         """The DMARC record(s) at ``_dmarc.<domain>``; DnsTempError when DNS failed."""
-        cached = self._txt.get(domain)
-        if cached is None:
-            try:
-                answer = self._resolver.query("_dmarc." + domain, "TXT")
-            except DnsTempError as exc:
-                cached = exc
-            else:
-                records = [
-                    r
-                    for r in (parse_record(t.decode("utf-8", "replace")) for t in answer.txt())
-                    if r is not None
-                ]
-                only = records[0] if len(records) == 1 else None
-                cached = _Found(only, len(records), answer.exists)
-            self._txt[domain] = cached
-        if isinstance(cached, DnsTempError):
-            raise cached
-        return cached
+        return _memo(self._txt, domain, lambda: self._fetch(domain))
+
+    def _fetch(self, domain: str) -> _Found:
+        answer = self._resolver.query("_dmarc." + domain, "TXT")
+        records = [
+            r
+            for r in (parse_record(t.decode("utf-8", "replace")) for t in answer.txt())
+            if r is not None
+        ]
+        only = records[0] if len(records) == 1 else None
+        return _Found(only, len(records), answer.exists)
 
     def exists(self, domain: str) -> bool:
         """RFC 9989 3.2.13 / A.4: a name exists unless A, AAAA and MX all say NXDOMAIN."""
-        cached = self._exists.get(domain)
-        if cached is None:
-            found = self._txt.get(domain)
-            if isinstance(found, _Found) and found.name_exists:
-                cached = True  # _dmarc.<domain> exists, so <domain> does
-            else:
-                try:
-                    cached = any(
-                        self._resolver.query(domain, t).exists for t in ("A", "AAAA", "MX")
-                    )
-                except DnsTempError as exc:
-                    cached = exc
-            self._exists[domain] = cached
-        if isinstance(cached, DnsTempError):
-            raise cached
-        return cached
+        found = self._txt.get(domain)
+        if isinstance(found, _Found) and found.name_exists:
+            return True  # _dmarc.<domain> exists, so <domain> does
+        return _memo(
+            self._exists,
+            domain,
+            lambda: any(self._resolver.query(domain, t).exists for t in ("A", "AAAA", "MX")),
+        )
+
+
+T = TypeVar("T")
+
+
+def _memo(cache: dict[str, T | DnsTempError], key: str, compute: Callable[[], T]) -> T:
+    """``compute()`` once per key; a DNS failure is remembered and raised again."""
+    if key not in cache:
+        try:
+            cache[key] = compute()
+        except DnsTempError as exc:
+            cache[key] = exc
+    value = cache[key]
+    if isinstance(value, DnsTempError):
+        raise value
+    return value
 
 
 class _OrgDomains:
@@ -124,28 +126,15 @@ class _OrgDomains:
 
     def org(self, domain: str) -> str:
         """The Organizational Domain of ``domain``; DnsTempError when the walk failed."""
-        cached = self._org.get(domain)
-        if cached is None:
-            if self.psl is not None:
-                cached = self.psl.org_domain(domain)
-            else:
-                try:
-                    cached = select_org_domain(domain, self.walk(domain))
-                except DnsTempError as exc:
-                    cached = exc
-            self._org[domain] = cached
-        if isinstance(cached, DnsTempError):
-            raise cached
-        return cached
+        psl = self.psl
+        if psl is not None:
+            return _memo(self._org, domain, lambda: psl.org_domain(domain))
+        return _memo(self._org, domain, lambda: select_org_domain(domain, self.walk(domain)))
 
     def known(self, domain: str) -> str | None:
         """The Organizational Domain if it was already determined (no DNS)."""
         cached = self._org.get(domain)
         return cached if isinstance(cached, str) else None
-
-    def remember(self, domain: str, org: str) -> None:
-        """Record an Organizational Domain determined elsewhere (RFC 9989 4.10.2 note)."""
-        self._org.setdefault(domain, org)
 
 
 def select_org_domain(start: str, found: Sequence[tuple[str, DmarcRecord]]) -> str:

@@ -11,17 +11,14 @@ Domains come back lower-case in A-label form (``bücher.example`` -> ``xn--bcher
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
+from authmilter.idn import normalise_domain
 from authmilter.model import HeaderField, Transaction
 from authmilter.results import FromField, FromStatus
 
 _SPECIALS = frozenset('<>@,;:."[]\\()')
-_LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_ALT_DOTS = frozenset("\u3002\uff0e\uff61")  # IDNA2003 maps these to "." silently
-_MAX_DOMAIN = 253
 
 
 class FromSyntaxError(ValueError):
@@ -49,59 +46,6 @@ class Mailbox:
     local_part: str
     domain: str
     display_name: str = ""  # raw words, never RFC 2047-decoded
-
-
-# --------------------------------------------------------------------------- domains
-
-
-def normalise_domain(domain: str) -> str | None:
-    """Lower-case A-label form of a host name, or None when it is not a valid one.
-
-    U-labels go through Python's IDNA codec, and are refused when the codec would *map*
-    them (``ß`` -> ``ss``, NBSP -> space ...) rather than just lower-case them, so that the
-    IDNA 2003 / 2008 differences can never make two parsers see two domains.
-    """
-    if not domain or domain.endswith(".") or len(domain) > _MAX_DOMAIN * 2:
-        return None
-    labels = []
-    for label in domain.split("."):
-        alabel = _label_to_ascii(label)
-        if alabel is None:
-            return None
-        labels.append(alabel)
-    result = ".".join(labels)
-    if len(result) > _MAX_DOMAIN or labels[-1].isdigit():
-        return None
-    return result
-
-
-def _label_to_ascii(label: str) -> str | None:
-    if not label:
-        return None
-    if label.isascii():
-        alabel = label.lower()
-        if alabel.startswith("xn--"):
-            try:
-                ulabel = alabel.encode("ascii").decode("idna")
-                if ulabel.encode("idna").decode("ascii") != alabel:
-                    return None
-            except UnicodeError:
-                return None
-    else:
-        if any(c in _ALT_DOTS for c in label):
-            return None
-        try:
-            alabel = label.encode("idna").decode("ascii")
-            back = alabel.encode("ascii").decode("idna")
-        except UnicodeError:
-            return None
-        if back != unicodedata.normalize("NFC", label).lower() or not alabel.startswith("xn--"):
-            return None
-    if not 0 < len(alabel) <= 63 or not set(alabel) <= _LDH:
-        return None
-    if alabel.startswith("-") or alabel.endswith("-"):
-        return None
-    return alabel
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -371,7 +315,9 @@ def parse_from(tx: Transaction) -> FromField:
     """Classify the message's From field(s) and extract the author domain(s).
 
     Precedence: MISSING, then UNPARSEABLE (any field or mailbox that does not parse, even
-    when others do), then MULTIPLE_FIELDS, then MULTIPLE_ADDRESSES, then OK. ``domains``
+    when others do), then MULTIPLE_FIELDS, then MULTIPLE_ADDRESSES (mailboxes in more than
+    one domain), then OK. Several mailboxes of one domain are OK: RFC 9989 evaluates a
+    message with exactly one Author Domain, and so does the policy. ``domains``
     holds every distinct domain found, in order of appearance.
     """
     fields = [h for h in tx.headers if _is_from(h)]
@@ -401,7 +347,7 @@ def parse_from(tx: Transaction) -> FromField:
         return FromField(
             FromStatus.MULTIPLE_FIELDS, tuple(domains), f"{many}: {', '.join(domains)}"
         )
-    if count > 1:
+    if count > 1 and len(domains) > 1:  # one domain in every mailbox: one Author Domain
         return FromField(
             FromStatus.MULTIPLE_ADDRESSES,
             tuple(domains),

@@ -25,6 +25,7 @@ import spf
 from authmilter.config import SpfConfig
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
+from authmilter.idn import a_label
 from authmilter.model import Envelope
 from authmilter.results import Result, SpfResult
 
@@ -114,11 +115,12 @@ def _run(
     domain: str,
     local: str,
 ) -> SpfResult:
-    try:
-        domain = _a_label(domain)
+    ascii_domain = a_label(domain)
+    if ascii_domain is None:
+        problem: str | None = f"{identity} domain is not a valid IDN"
+    else:
+        domain = ascii_domain
         problem = domain_problem(domain, identity)
-    except UnicodeError:
-        problem = f"{identity} domain is not a valid IDN"
     sender = f"{local or 'postmaster'}@{domain}"
     base = SpfResult(Result.NONE, identity=identity, domain=domain, sender=sender)
     if problem is None and envelope.client_ip is None:
@@ -197,12 +199,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _a_label(domain: str) -> str:
-    if domain.isascii():
-        return domain
-    return domain.encode("idna").decode("ascii")
 
 
 def _with_result(base: SpfResult, result: Result) -> SpfResult:

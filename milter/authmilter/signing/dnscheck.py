@@ -8,9 +8,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from authmilter.checks.dkim_crypto import MIN_RSA_BITS
+from authmilter.checks.dkim_key import (
+    KeyProblem,
+    SignatureFacts,
+    fetch_key,
+    load_key,
+    parse_key_record,
+)
 from authmilter.dnsresolver import Resolver
-from authmilter.errors import DnsTempError
-from authmilter.signing.signer import Signer, SigningKey, parse_tags
+from authmilter.results import Result
+from authmilter.signing.signer import Signer, SigningKey
 
 
 class KeyStatus(StrEnum):
@@ -47,39 +55,23 @@ def check_published_keys(
 
 
 def check_key(key: SigningKey, resolver: Resolver, timeout: float | None = None) -> KeyCheck:
-    """Look one key up and compare ``k=`` and ``p=``."""
+    """Look one key up, judge the record exactly as the verifier does, compare ``p=``."""
     name = f"{key.selector}._domainkey.{key.domain}"
 
     def result(status: KeyStatus, detail: str) -> KeyCheck:
         return KeyCheck(key.domain, key.selector, key.name, status, detail)
 
     try:
-        answer = resolver.query(name, "TXT", timeout=timeout)
-    except DnsTempError as exc:
-        return result(KeyStatus.TEMPERROR, str(exc))
-    if not answer.exists:
-        return result(KeyStatus.MISSING, f"{name} does not exist (NXDOMAIN)")
-    records = [parse_tags(r.decode("utf-8", "replace")) for r in answer.txt()]
-    records = [r for r in records if "p" in r and r.get("v", "DKIM1") == "DKIM1"]
-    if not records:
-        return result(KeyStatus.MISSING, f"no DKIM key record at {name}")
-    ours = base64.b64decode(key.key.public_p())
-    problems = []
-    for record in records:
-        k = record.get("k", "rsa").lower()
-        p = "".join(record["p"].split())
-        if not p:
-            problems.append("the published key is revoked (empty p=)")
-            continue
-        if k != key.key.key_type:
-            problems.append(f"DNS has k={k}, the key file is {key.key.key_type}")
-            continue
-        try:
-            published = base64.b64decode(p, validate=True)
-        except (binascii.Error, ValueError):
-            problems.append("p= is not valid base64")
-            continue
-        if published == ours:
-            return result(KeyStatus.OK, "")
-        problems.append("p= does not match the private key")
-    return result(KeyStatus.MISMATCH, "; ".join(dict.fromkeys(problems)))
+        record = fetch_key(resolver, name, timeout)
+    except KeyProblem as exc:
+        status = KeyStatus.TEMPERROR if exc.result == Result.TEMPERROR else KeyStatus.MISSING
+        return result(status, exc.reason)
+    facts = SignatureFacts(algorithm=key.algorithm, domain=key.domain.lower(), identity="")
+    try:
+        load_key(name, record, facts, MIN_RSA_BITS)  # what a verifier would make of it
+    except KeyProblem as exc:
+        return result(KeyStatus.MISMATCH, f"a verifier refuses the record: {exc.reason}")
+    published = binascii.a2b_base64(b"".join(parse_key_record(record)[b"p"].split()))
+    if published != base64.b64decode(key.key.public_p()):
+        return result(KeyStatus.MISMATCH, "p= does not match the private key")
+    return result(KeyStatus.OK, "")

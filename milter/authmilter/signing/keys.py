@@ -28,11 +28,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from authmilter.checks.dkim_crypto import MIN_RSA_BITS
 from authmilter.errors import ConfigError
 from authmilter.files import open_regular
 from authmilter.users import user_ids
 
-MIN_RSA_BITS = 1024
 RSA_SHA256 = "rsa-sha256"
 ED25519_SHA256 = "ed25519-sha256"
 

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import dkim.util
+
 from authmilter.checks.dkim_body import BodySpec, hash_body
 from authmilter.checks.dkim_header import CanonicalHeaders
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
@@ -335,20 +337,18 @@ def existing_signatures(headers: Sequence[HeaderField]) -> set[tuple[str, str]]:
     found = set()
     for h in headers:
         if h.is_named(SIGNATURE_FIELD):
-            tags = parse_tags(h.text())
-            if "d" in tags and "s" in tags:
-                found.add((tags["d"].lower().rstrip("."), tags["s"].lower()))
+            try:
+                tags = dkim.util.parse_tag_value(h.value)
+            except dkim.util.InvalidTagValueList:
+                continue
+            d, s = tags.get(b"d"), tags.get(b"s")
+            if d and s:
+                found.add((_text(d).lower().rstrip("."), _text(s).lower()))
     return found
 
 
-def parse_tags(value: str) -> dict[str, str]:
-    """A lenient DKIM tag=value list parser (whitespace removed around tags and values)."""
-    tags: dict[str, str] = {}
-    for spec in value.split(";"):
-        key, eq, val = spec.partition("=")
-        if eq and key.strip():
-            tags.setdefault(key.strip(), " ".join(val.split()))
-    return tags
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace").strip()
 
 
 def _identity(template: str, from_domain: str, d: str) -> str:
