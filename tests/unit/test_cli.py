@@ -72,6 +72,10 @@ def test_sample_tampered_message_is_rejected(capsys: pytest.CaptureFixture[str])
     }
     assert r["dkim"][0]["result"] == "fail"  # type: ignore[index]
     assert r["spf"]["result"] == "fail"  # type: ignore[index]
+    # the daemon adds nothing to a message it rejects, and neither does test
+    assert r["headers"] == {"add": [], "remove": []}
+    assert r["why"] == "dmarc:reject"
+    assert str(r["log"]).endswith("why=dmarc:reject action=reject(550 5.7.26)")
 
 
 def test_null_sender_and_no_client_ip(capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +139,78 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("authmilter ")
+
+
+def test_internal_error_is_the_daemons_451(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evaluation that raises: 451 4.3.0 and the reason, exit 0, no traceback."""
+    from authmilter.checks import dmarc
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("authmilter.engine.evaluate_dmarc", boom)
+    assert dmarc.evaluate_dmarc is not boom  # patched where the engine looks it up
+    args = [*ZONE, "--client-ip", "192.0.2.25", "--mail-from", "alice@example.net"]
+    assert main(["test", *args, str(EX / "signed.eml")]) == 0
+    out, err = capsys.readouterr()
+    assert "action: tempfail (451 4.3.0 temporary local problem; please try again later)" in out
+    assert "why: internal-error:eom" in out
+    assert "Traceback" not in out + err
+    r = run_json(capsys, *args, str(EX / "signed.eml"))
+    assert r["action"] == "tempfail" and r["headers"] == {"add": [], "remove": []}
+    assert r["reply"] == {
+        "code": 451,
+        "status": "4.3.0",
+        "text": "temporary local problem; please try again later",
+    }
+
+
+def test_rcpt_stage_reject_is_per_recipient(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """SPF fail at RCPT: every recipient is refused, so the message ends there, as in SMTP."""
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("[spf]\nreject_fail_at_rcpt = true\n")
+    args = ["-c", str(cfg), *ZONE, "--client-ip", "203.0.113.9", "--mail-from", "a@example.net"]
+    r = run_json(
+        capsys, *args, "--rcpt", "a@x.example", "--rcpt", "b@x.example", str(EX / "signed.eml")
+    )
+    assert r["action"] == "reject" and r["reply"]["status"] == "5.7.23"  # type: ignore[index]
+    assert r["dkim"] == [] and r["why"] == "spf:fail@rcpt"
+
+
+def test_body_reaches_the_checks_streamed_in_postfix_chunks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """test runs the daemon's path: the body is hashed as it streams, never kept."""
+    from authmilter import cli
+    from authmilter.checks.dkim_body import BodyHasher
+    from authmilter.engine import Engine
+
+    chunks: list[int] = []
+    seen = []
+    update = BodyHasher.update
+    evaluate = Engine.evaluate
+
+    def counting(self: BodyHasher, chunk: bytes) -> None:
+        chunks.append(len(chunk))
+        update(self, chunk)
+
+    def spying(self: Engine, tx: object, spf: object = None) -> object:
+        seen.append(tx)
+        return evaluate(self, tx, spf)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BodyHasher, "update", counting)
+    monkeypatch.setattr(Engine, "evaluate", spying)
+    big = tmp_path / "big.eml"
+    signed = (EX / "signed.eml").read_bytes()
+    big.write_bytes(signed + b"x" * 150_000 + b"\n")
+    r = run_json(
+        capsys, *ZONE, "--client-ip", "192.0.2.25", "--mail-from", "alice@example.net", str(big)
+    )
+    assert chunks[:2] == [cli.BODY_CHUNK, cli.BODY_CHUNK] and len(chunks) == 3
+    (tx,) = seen
+    assert tx.body == b"" and not tx.body_kept and tx.body_digests  # type: ignore[attr-defined]
+    assert r["dkim"][0]["result"] == "fail"  # the appended text breaks the body hash  # type: ignore[index]
