@@ -19,7 +19,8 @@ import pytest
 from authmilter.dnsresolver import DnspythonResolver
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
-from tests.support.mail import DkimKey, dkim_sign, make_message, quoted, rsa_key, zone
+from tests.support.keys import DkimKey, new_rsa_key
+from tests.support.mail import dkim_sign, make_message, quoted, zone
 from tests.support.postfix import PostfixInstance
 from tests.support.smtpsink import ReceivedMessage, SmtpSink
 
@@ -54,12 +55,12 @@ def smtp_send(
 
 @pytest.fixture(scope="module")
 def inbound_key() -> DkimKey:
-    return rsa_key(2048)
+    return new_rsa_key(2048)
 
 
 @pytest.fixture(scope="module")
 def outbound_key() -> DkimKey:
-    return rsa_key(2048)
+    return new_rsa_key(2048)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.daemon import AuthmilterDaemon, socket_accepts
 from tests.support.dnsserver import DnsServer
-from tests.support.mail import DkimKey, dkim_sign, make_message, quoted, rsa_key, zone
+from tests.support.keys import DkimKey, new_rsa_key
+from tests.support.mail import dkim_sign, make_message, quoted, zone
 from tests.support.milterclient import MilterClient, Reply
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ BAD_IP = "198.51.100.7"  # not permitted
 
 @pytest.fixture(scope="module")
 def key() -> DkimKey:
-    return rsa_key(2048)
+    return new_rsa_key(2048)
 
 
 def example_zone(key: DkimKey) -> str:

@@ -22,7 +22,8 @@ import pytest
 from authmilter.headers import header_value_is_safe
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
-from tests.support.mail import DkimKey, dkim_sign, make_message, quoted, rsa_key, zone
+from tests.support.keys import DkimKey, new_rsa_key
+from tests.support.mail import dkim_sign, make_message, quoted, zone
 from tests.support.milterclient import MilterClient, Reply
 
 pytestmark = pytest.mark.integration
@@ -114,7 +115,7 @@ def hostile_zones(key: DkimKey) -> str:
 
 @pytest.fixture(scope="module")
 def key() -> DkimKey:
-    return rsa_key(2048)
+    return new_rsa_key(2048)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from tests.integration.test_daemon import BAD_IP, config, example_zone, our_ar, send, signed
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
-from tests.support.mail import rsa_key
+from tests.support.keys import new_rsa_key
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 def test_two_workers_share_the_socket(
     dns_server: DnsServer, authmilter_daemon: Callable[..., AuthmilterDaemon], tmp_path: Path
 ) -> None:
-    key = rsa_key(2048)
+    key = new_rsa_key(2048)
     dns_server.add_zone(example_zone(key))
     daemon = authmilter_daemon(config(dns_server, milter={"workers": 2}))
     assert wait_for(lambda: len(children(daemon.pid)) == 2), daemon.log()

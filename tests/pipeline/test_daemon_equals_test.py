@@ -22,12 +22,12 @@ import pytest
 from authmilter.cli import main
 from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Envelope, Transaction, parse_message
+from tests.pipeline import test_hostile_input as hostile
+from tests.pipeline import test_spoofing_corpus as spoofing
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
 from tests.support.milterclient import SMFIP_HDR_LEADSPC, MilterClient, Reply
 from tests.support.zones import serve
-from tests.unit import test_hostile_input as hostile
-from tests.unit import test_spoofing_corpus as spoofing
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE_SAMPLE = 120  # generated hostile messages (seed 1) besides the fixed extremes

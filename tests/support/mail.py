@@ -1,50 +1,12 @@
-"""Test mail helpers: DKIM keys and their DNS records, signing, message building, zones."""
+"""Test mail helpers: message building, dkimpy signing, zone text (keys: tests.support.keys)."""
 
 from __future__ import annotations
 
-import base64
 import email.utils
-from dataclasses import dataclass
-from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-
-@dataclass(frozen=True)
-class DkimKey:
-    """An RSA key pair with what DNS and dkimpy need."""
-
-    private_pem: bytes  # PKCS#1 PEM ("BEGIN RSA PRIVATE KEY"), which every dkimpy reads
-    public_b64: str  # SubjectPublicKeyInfo, base64 (the p= value)
-    bits: int
-
-    @property
-    def txt(self) -> str:
-        """The ``selector._domainkey`` TXT value."""
-        return f"v=DKIM1; k=rsa; p={self.public_b64}"
-
-    def write(self, path: str | Path) -> Path:
-        """Write the private key with mode 0600."""
-        path = Path(path)
-        path.write_bytes(self.private_pem)
-        path.chmod(0o600)
-        return path
-
-
-def rsa_key(bits: int = 2048) -> DkimKey:
-    """A fresh RSA key (generated with ``cryptography``)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return DkimKey(pem, base64.b64encode(spki).decode(), bits)
+from tests.support.keys import DkimKey
 
 
 def make_message(

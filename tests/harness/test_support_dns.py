@@ -17,7 +17,8 @@ import pytest
 from authmilter.dnsresolver import DnspythonResolver
 from authmilter.errors import DnsTempError
 from tests.support.dnsserver import DnsServer, split_long_strings
-from tests.support.mail import quoted, rsa_key, zone
+from tests.support.keys import new_rsa_key
+from tests.support.mail import quoted, zone
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def test_long_txt_is_split_into_strings() -> None:
 
 
 def test_dkim_key_2048_over_udp_then_tcp(server: DnsServer) -> None:
-    key = rsa_key(2048)
+    key = new_rsa_key(2048)
     server.add_zone(zone("example.org", f"sel._domainkey TXT {quoted(key.txt)}"))
     r = resolver(server)
     answer = r.query("sel._domainkey.example.org", "TXT")
@@ -118,7 +119,7 @@ def test_dkim_key_2048_over_udp_then_tcp(server: DnsServer) -> None:
 
 
 def test_big_answer_sets_tc_over_udp_without_edns(server: DnsServer) -> None:
-    key = rsa_key(4096)
+    key = new_rsa_key(4096)
     server.add("big.example.org", "TXT", key.txt)
     query = dns.message.make_query("big.example.org", "TXT")  # no EDNS: 512-byte limit
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -34,7 +34,7 @@ from authmilter.dnsresolver import StaticResolver
 from authmilter.errors import ConfigError
 from authmilter.model import HeaderField, parse_message
 from authmilter.results import DkimResult, Result
-from tests.testkeys import dkim_record, sign, simple_message
+from tests.support.keys import dkim_record, sign, simple_message
 
 KEY_NAME = "sel._domainkey.example.com"
 BODY = b"hello\r\n"

@@ -14,7 +14,8 @@ from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.milter_adapter import AuthMilter
 from authmilter.model import parse_message
-from tests.testkeys import dkim_record, sign, simple_message
+from tests.support import engines
+from tests.support.keys import sign, simple_message
 
 
 class FakeCtx:
@@ -51,15 +52,7 @@ class FakeCtx:
 
 
 def make_engine(**conf: dict[str, object]) -> Engine:
-    resolver = StaticResolver(
-        {
-            ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
-            ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
-            ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
-        }
-    )
-    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []}, **conf})
-    return Engine(cfg, resolver)
+    return engines.make_engine(**conf)
 
 
 def feed(

@@ -12,26 +12,18 @@ from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, parse_message
 from authmilter.results import Result
-from tests.testkeys import dkim_record, sign, simple_message
+from tests.support.engines import example_zone, make_engine
+from tests.support.keys import sign, simple_message
 
 GOOD_IP = ipaddress.ip_address("192.0.2.25")
 BAD_IP = ipaddress.ip_address("203.0.113.9")
 
 
-def zone(**overrides: str) -> StaticResolver:
-    records = {
-        ("example.com", "TXT"): ["v=spf1 ip4:192.0.2.25 -all"],
-        ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
-        ("rsa._domainkey.example.com", "TXT"): [dkim_record("rsa")],
-        ("ed._domainkey.example.com", "TXT"): [dkim_record("ed25519")],
-        ("example.com", "A"): ["192.0.2.25"],
-    }
-    return StaticResolver(records, temperror=overrides.get("temperror", "").split())
+def zone(temperror: str = "") -> StaticResolver:
+    return example_zone(*temperror.split())
 
 
-def engine(resolver: StaticResolver | None = None, **conf: dict[str, object]) -> Engine:
-    cfg = from_dict({"milter": {"authserv_id": "mx.test"}, "trust": {"internal_hosts": []}, **conf})
-    return Engine(cfg, resolver or zone())
+engine = make_engine
 
 
 def run(

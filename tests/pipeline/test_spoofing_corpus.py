@@ -25,18 +25,18 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import dkim
-import nacl.signing
 import pytest
 
 from authmilter import header_edits
-from authmilter.config import from_dict
 from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, parse_message
 from authmilter.results import AuthResults, Result
+from tests.pipeline.test_hostile_input import check_invariants, parse_ar
 from tests.support.decisions import our_ar
-from tests.unit.test_hostile_input import check_invariants, parse_ar
+from tests.support.engines import make_engine
+from tests.support.keys import new_ed25519_key
 
 AUTHSERV = "mx.victim-mx.test"
 VICTIM = "legitimate.example"
@@ -54,9 +54,8 @@ VICTIM_IP = "192.0.2.25"
 @cache
 def key(owner: str) -> tuple[bytes, str]:
     """(base64 seed for dkimpy, TXT record) of an Ed25519 key owned by ``owner``."""
-    sk = nacl.signing.SigningKey((owner.encode() * 32)[:32])
-    public = base64.b64encode(bytes(sk.verify_key)).decode()
-    return base64.b64encode(bytes(sk)), f"v=DKIM1; k=ed25519; p={public}"
+    k = new_ed25519_key((owner.encode() * 32)[:32])
+    return k.private, k.txt
 
 
 # Names in the attacker's zone where a confused verifier might look for a key.
@@ -96,12 +95,7 @@ def zone() -> StaticResolver:
 
 
 def engine(**sections: dict[str, object]) -> Engine:
-    data: dict[str, object] = {
-        "milter": {"authserv_id": AUTHSERV},
-        "trust": {"internal_hosts": []},
-        **sections,
-    }
-    return Engine(from_dict(data), zone())
+    return make_engine(zone(), AUTHSERV, **sections)
 
 
 # --------------------------------------------------------------------------- cases

@@ -32,18 +32,18 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import dkim
-import nacl.signing
 import pytest
 
 from authmilter import headers
 from authmilter.checks.dkim_body import BodyHasher
-from authmilter.config import from_dict
 from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, parse_message, to_crlf
 from authmilter.results import Result
+from tests.support import engines
 from tests.support.decisions import our_ar
+from tests.support.keys import DkimKey, new_ed25519_key
 
 AUTHSERV = "mx.hostile.test"
 VICTIM = "victim.example"  # p=reject; the attacker wants to pass as this domain
@@ -61,19 +61,10 @@ SEEDS = (1, 2)  # each seed runs CASES // len(SEEDS) cases
 # --------------------------------------------------------------------------- keys and zone
 
 
-@dataclass(frozen=True)
-class Ed25519Key:
-    """A DKIM Ed25519 key owned by one party of the test."""
-
-    seed: bytes  # base64 seed, as dkimpy signs with it
-    record: str  # the _domainkey TXT value
-
-
 @cache
-def key_of(owner: str) -> Ed25519Key:
-    sk = nacl.signing.SigningKey(bytes([len(owner) + ord(owner[0])]) * 32)
-    public = base64.b64encode(bytes(sk.verify_key)).decode()
-    return Ed25519Key(base64.b64encode(bytes(sk)), f"v=DKIM1; k=ed25519; p={public}")
+def key_of(owner: str) -> DkimKey:
+    """A deterministic Ed25519 key per party."""
+    return new_ed25519_key(bytes([len(owner) + ord(owner[0])]) * 32)
 
 
 def zone(*temperror: str) -> StaticResolver:
@@ -93,12 +84,7 @@ def zone(*temperror: str) -> StaticResolver:
 
 
 def make_engine(resolver: StaticResolver | None = None, **sections: dict[str, object]) -> Engine:
-    data: dict[str, object] = {
-        "milter": {"authserv_id": AUTHSERV},
-        "trust": {"internal_hosts": []},
-        **sections,
-    }
-    return Engine(from_dict(data), resolver or zone())
+    return engines.make_engine(resolver or zone(), AUTHSERV, **sections)
 
 
 def org_of(domain: str) -> str:
@@ -466,7 +452,7 @@ def _sign(raw: bytes, domain: str, rng: random.Random) -> bytes:
         raw,
         b"sel",
         domain.encode(),
-        key_of(org_of(domain)).seed,
+        key_of(org_of(domain)).private,
         signature_algorithm=b"ed25519-sha256",
         canonicalize=canon,
         include_headers=[b"from", b"to", b"subject", b"date"],
@@ -740,7 +726,7 @@ def victim_signed(body: bytes = b"Hi.\r\n") -> bytes:
         raw,
         b"sel",
         VICTIM.encode(),
-        key_of(VICTIM).seed,
+        key_of(VICTIM).private,
         signature_algorithm=b"ed25519-sha256",
         canonicalize=(b"relaxed", b"relaxed"),
     )
@@ -833,7 +819,7 @@ def test_temperror_key_under_p_reject_is_a_tempfail_never_a_reject(engine: Engin
         base_message(f"<a@{SLOW}>"),
         b"sel",
         SLOW.encode(),
-        key_of(SLOW).seed,
+        key_of(SLOW).private,
         signature_algorithm=b"ed25519-sha256",
     )
     decision, ar = run(engine, raw + base_message(f"<a@{SLOW}>"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -11,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-import nacl.signing
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter.checks import dkim_verify
 from authmilter.checks.dkim_body import BodyHasher, body_specs
@@ -23,6 +19,8 @@ from authmilter.config import DkimConfig
 from authmilter.dnsresolver import Answer, StaticResolver
 from authmilter.model import HeaderField, Transaction, parse_message
 from authmilter.results import DkimResult, Result
+from tests.support import keys
+from tests.support.keys import DkimKey, new_ed25519_key, new_rsa_key
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dkim"
 
@@ -39,40 +37,20 @@ MESSAGE = (
 )
 
 
-@dataclass(frozen=True)
-class Key:
-    """A signing key and the DNS record that publishes it."""
-
-    private: bytes  # PEM (RSA) or base64 seed (Ed25519), as dkim.sign takes it
-    record: str  # the TXT record value
-    algorithm: bytes
+Key = DkimKey
 
 
 def rsa_key(bits: int) -> Key:
-    k = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    pem = k.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = k.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return Key(pem, f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}", b"rsa-sha256")
+    return new_rsa_key(bits)
 
 
 def file_key(bits: int) -> Key:
     """Small RSA keys that current `cryptography` refuses to generate (openssl genrsa)."""
-    pem = (DATA / f"rsa{bits}.key").read_bytes()
-    pub = (DATA / f"rsa{bits}.pub").read_text().strip()
-    return Key(pem, f"v=DKIM1; k=rsa; p={pub}", b"rsa-sha256")
+    return keys.file_key(DATA / f"rsa{bits}.key", DATA / f"rsa{bits}.pub", bits)
 
 
 def ed_key() -> Key:
-    sk = nacl.signing.SigningKey.generate()
-    seed = base64.b64encode(bytes(sk))
-    pub = base64.b64encode(bytes(sk.verify_key)).decode()
-    return Key(seed, f"v=DKIM1; k=ed25519; p={pub}", b"ed25519-sha256")
+    return new_ed25519_key()
 
 
 @pytest.fixture(scope="module")

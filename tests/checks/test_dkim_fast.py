@@ -12,7 +12,7 @@ import base64
 import itertools
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import dkim
@@ -30,38 +30,20 @@ from authmilter.config import DkimConfig
 from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Transaction, parse_message
 from authmilter.results import Result
+from tests.support.keys import DkimKey, new_ed25519_key, new_rsa_key
 
 SEL = "sel._domainkey.example.com"
 
 
-@dataclass(frozen=True)
-class Key:
-    name: str
-    private: bytes
-    record: str
-    algorithm: bytes
+Key = DkimKey
 
 
 def _rsa(bits: int) -> Key:
-    k = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    pem = k.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = k.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
-    return Key(f"rsa{bits}", pem, record, b"rsa-sha256")
+    return new_rsa_key(bits)
 
 
 def _ed() -> Key:
-    sk = nacl.signing.SigningKey(bytes(range(32)))
-    pub = base64.b64encode(bytes(sk.verify_key)).decode()
-    return Key(
-        "ed25519", base64.b64encode(bytes(sk)), f"v=DKIM1; k=ed25519; p={pub}", b"ed25519-sha256"
-    )
+    return new_ed25519_key(bytes(range(32)))
 
 
 @pytest.fixture(scope="module")
