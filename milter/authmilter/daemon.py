@@ -1,6 +1,7 @@
-"""``authmilter run``: the composition root of the daemon.
+"""``authmilter run``: the process around the engine (socket, privileges, workers, reload).
 
-Order matters: load the config and build the engine (keys, PSL) first, so a broken config
+Engines come from :mod:`authmilter.compose`; libmilter is driven through
+:mod:`authmilter.milter_adapter`. Order matters: build the engine (keys, PSL) first, so a broken config
 never opens a socket; block TERM/INT/HUP/USR1 before any thread starts (libmilter's own
 signal thread then owns TERM/INT/HUP and stops cleanly, and our reload thread sigwaits for
 USR1); open the socket with the configured umask, hand it to the configured user, drop
