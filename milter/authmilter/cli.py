@@ -147,11 +147,15 @@ def _test(args: argparse.Namespace) -> int:
         resolver = static
     elif args.nameserver:
         try:
-            resolver = DnspythonResolver(args.nameserver, cfg.dns.timeout, cfg.dns.cache_size)
+            resolver = DnspythonResolver(
+                args.nameserver, cfg.dns.timeout, cfg.dns.cache_size, cfg.dns.cache_bytes
+            )
         except ValueError as exc:
             raise UsageError(f"authmilter test: --nameserver: {exc}") from None
     else:
-        resolver = DnspythonResolver(cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size)
+        resolver = DnspythonResolver(
+            cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size, cfg.dns.cache_bytes
+        )
     engine = build_engine_with(cfg, resolver)
 
     try:

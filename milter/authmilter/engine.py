@@ -276,7 +276,9 @@ def summarise(results: AuthResults) -> tuple[tuple[str, str], ...]:
 
 def build_engine(cfg: Config) -> Engine:
     """Composition root for one engine: resolver, PSL, keys, login map (ConfigError on trouble)."""
-    resolver = DnspythonResolver(cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size)
+    resolver = DnspythonResolver(
+        cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size, cfg.dns.cache_bytes
+    )
     return build_engine_with(cfg, resolver)
 
 
