@@ -29,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
+import dns.tokenizer
 import dns.zone
 
 from authmilter.errors import ConfigError, DnsTempError
@@ -304,22 +305,30 @@ class StaticResolver:
             self._names.add(".".join(labels[i:]))
 
     def add_zone_file(self, path: str | Path) -> None:
-        """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT)."""
+        """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT).
+
+        A file with an SOA is read as that zone (names outside it are ignored, as BIND
+        does); a file without one may hold names of any zone. Call once per file.
+        """
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read zone file: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{path}: cannot read zone file: {reason}") from None
         try:
             zone = dns.zone.from_text(
                 text,
-                origin=dns.name.root,
+                origin=_zone_origin(text, str(path)),
                 relativize=False,
                 check_origin=False,
                 filename=str(path),
             )
         except (dns.exception.DNSException, ValueError) as exc:
-            raise ConfigError(f"{path}: bad zone file: {exc}") from None
+            problem = str(exc)
+            if problem.startswith(f"{path}:"):  # dnspython's "FILE:LINE: problem"
+                problem = "line " + problem[len(str(path)) + 1 :]
+            raise ConfigError(f"{path}: bad zone file: {problem}") from None
         for owner, node in zone.nodes.items():
             for rdataset in node.rdatasets:
                 if rdataset.rdclass != dns.rdataclass.IN:
@@ -353,6 +362,41 @@ class StaticResolver:
         for i in range(1, len(labels)):
             if "*." + ".".join(labels[i:]) in self._temperror:
                 raise DnsTempError(f"{name}/{rdtype}: timed out (simulated)")
+
+
+def _zone_origin(text: str, filename: str) -> dns.name.Name:
+    """The owner of the file's SOA record (its zone's origin), or the root when it has none."""
+    tok = dns.tokenizer.Tokenizer(text, filename)
+    origin: dns.name.Name | None = None  # the $ORIGIN in force
+    owner: dns.name.Name | None = None  # the last owner name (a line may leave it out)
+    soa_owners: set[dns.name.Name] = set()
+    while not (first := tok.get(want_leading=True)).is_eof():
+        if first.is_eol():
+            continue
+        words = []
+        while not (token := tok.get()).is_eol_or_eof():
+            words.append(token.value)
+        if first.value.upper() == "$ORIGIN" and words:
+            origin = dns.name.from_text(words[0], origin)
+            continue
+        if first.value.startswith("$"):
+            continue
+        if not first.is_whitespace():
+            owner = origin if first.value == "@" else dns.name.from_text(first.value, origin)
+        rdtype = next((w for w in words if not _is_ttl_or_class(w)), "")
+        if rdtype.upper() == "SOA":
+            if owner is None or not owner.is_absolute():
+                raise ValueError("the SOA owner is relative and no $ORIGIN comes before it")
+            soa_owners.add(owner)
+    if len(soa_owners) > 1:
+        names = ", ".join(sorted(n.to_text() for n in soa_owners))
+        raise ValueError(f"SOA records of several zones ({names}): give one zone per file")
+    return soa_owners.pop() if soa_owners else dns.name.root
+
+
+def _is_ttl_or_class(word: str) -> bool:
+    upper = word.upper()
+    return word[:1].isdigit() or upper in ("IN", "CH", "HS", "CS") or upper.startswith("CLASS")
 
 
 def _coerce(rdtype: str, value: RecordValue | str | bytes) -> RecordValue:
