@@ -37,7 +37,10 @@ def make_resolver(
         return static
     try:
         return DnspythonResolver(
-            nameservers or cfg.dns.nameservers, cfg.dns.timeout, cfg.dns.cache_size
+            nameservers or cfg.dns.nameservers,
+            cfg.dns.timeout,
+            cfg.dns.cache_size,
+            cfg.dns.cache_bytes,
         )
     except ValueError as exc:  # only a command-line name server can be invalid here
         raise UsageError(f"--nameserver: {exc}") from None

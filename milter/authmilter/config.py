@@ -152,7 +152,8 @@ class DnsConfig:
 
     nameservers: tuple[str, ...] = field(default=(), metadata=_check(_nameservers))
     timeout: float = field(default=5.0, metadata=_check(_positive))  # per query, seconds
-    cache_size: int = field(default=20000, metadata=_check(_non_negative))
+    cache_size: int = field(default=20000, metadata=_check(_non_negative))  # entries; 0 = off
+    cache_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_non_negative))  # 0 = off
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,13 @@
 """``authmilter run``: the process around the engine (socket, privileges, workers, reload).
 
 Engines come from :mod:`authmilter.compose`; libmilter is driven through
-:mod:`authmilter.milter_adapter`. Order matters: build the engine (keys, PSL) first, so a broken config
-never opens a socket; block TERM/INT/HUP/USR1 before any thread starts (libmilter's own
-signal thread then owns TERM/INT/HUP and stops cleanly, and our reload thread sigwaits for
-USR1); open the socket with the configured umask, hand it to the configured user, drop
-privileges, and enter libmilter's main loop. With ``milter.workers`` > 1 the process opens
-the socket itself and a :class:`~authmilter.supervisor.Supervisor` forks that many workers,
-each running libmilter on the inherited descriptor.
+:mod:`authmilter.milter_adapter`. Order matters: build the engine (keys, PSL) first, so a
+broken config never opens a socket; block TERM/INT/HUP/USR1 before any thread starts
+(libmilter's own signal thread then owns TERM/INT/HUP and stops cleanly, and our reload
+thread sigwaits for USR1); open the socket with the configured umask, hand it to the
+configured user, drop privileges, and enter libmilter's main loop. With ``milter.workers``
+> 1 the process opens the socket itself and a :class:`~authmilter.supervisor.Supervisor`
+forks that many workers, each running libmilter on the inherited descriptor.
 """
 
 from __future__ import annotations

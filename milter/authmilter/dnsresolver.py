@@ -1,7 +1,8 @@
 """The one DNS seam: a :class:`Resolver` protocol and its two implementations.
 
-* :class:`DnspythonResolver`: shared, cached (negative answers too), explicit timeouts,
-  never a search list; nameservers given as ``host`` or ``host:port`` (``[v6]:port``).
+* :class:`DnspythonResolver`: shared, cached (negative answers too) in one
+  :class:`AnswerCache` bounded by bytes, explicit timeouts, never a search list;
+  nameservers given as ``host`` or ``host:port`` (``[v6]:port``).
 * :class:`StaticResolver`: answers from RFC 1035 zone files or from records given in code,
   for ``authmilter test --zone`` and unit tests; can be told to fail names on purpose.
 
@@ -15,16 +16,19 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import dns.exception
+import dns.message
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.tokenizer
 import dns.zone
 
 from authmilter.errors import ConfigError, DnsTempError
@@ -96,14 +100,89 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
     return host, port
 
 
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # per process ([dns] cache_bytes)
+MAX_TTL = 86400  # cap on how long any answer is kept, seconds
+MAX_NEGATIVE_TTL = 3600  # NXDOMAIN / NODATA (RFC 2308 SOA minimum, capped)
+NEGATIVE_TTL_WITHOUT_SOA = 300  # a negative answer without an SOA to say how long
+ENTRY_OVERHEAD = 512  # estimated bytes of one entry beyond its records: key, Answer, dict slot
+OBJECT_OVERHEAD = 64  # estimated bytes of one str/bytes/tuple object and its reference
+MAX_ENTRY_FRACTION = 16  # an answer larger than budget / this is not cached
+
+
+def entry_size(answer: Answer) -> int:
+    """Estimated bytes an answer costs in the cache: payload bytes plus object overheads."""
+    size = ENTRY_OVERHEAD + len(answer.name)
+    for record in answer.records:
+        size += OBJECT_OVERHEAD
+        parts: tuple[object, ...] = (record,) if isinstance(record, str) else record
+        for part in parts:
+            if isinstance(part, bytes | str):
+                size += OBJECT_OVERHEAD + len(part)
+    return size
+
+
+class AnswerCache:
+    """Answers by (name, type) until their expiry, bounded by estimated bytes and by entries.
+
+    Least recently used entries go first when either bound is passed; an answer larger than
+    ``max_bytes // MAX_ENTRY_FRACTION`` is never cached. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int, max_entries: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.max_entry_bytes = max_bytes // MAX_ENTRY_FRACTION
+        self.bytes = 0  # estimated bytes held now (entry_size of every entry)
+        self._entries: OrderedDict[tuple[str, str], tuple[float, int, Answer]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, str], now: float) -> Answer | None:
+        """The cached answer, or None when absent or expired."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._entries[key]
+                self.bytes -= entry[1]
+                return None
+            self._entries.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: tuple[str, str], answer: Answer, expires: float) -> bool:
+        """Keep ``answer`` until ``expires``; False when it is too large to cache."""
+        size = entry_size(answer)
+        if size > self.max_entry_bytes:
+            return False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (expires, size, answer)
+            self.bytes += size
+            while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
+                _, (_, evicted, _) = self._entries.popitem(last=False)
+                self.bytes -= evicted
+        return True
+
+
 class DnspythonResolver:
-    """The real resolver: one instance shared by every connection (dnspython is thread-safe)."""
+    """The real resolver: one instance shared by every connection (dnspython is thread-safe).
+
+    Answers are cached once, as finished :class:`Answer` objects in an :class:`AnswerCache`;
+    dnspython's own cache is not used (it would keep each whole response, wire bytes too).
+    ``cache_size`` (entries) or ``cache_bytes`` of 0 turns caching off.
+    """
 
     def __init__(
         self,
         nameservers: Iterable[str] = (),
         timeout: float = 5.0,
         cache_size: int = 10000,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         servers = [parse_nameserver(s) for s in nameservers]
         if servers:
@@ -120,28 +199,29 @@ class DnspythonResolver:
         self._resolver.use_search_by_default = False
         self._resolver.timeout = min(timeout, 2.0)  # per attempt; lifetime bounds the total
         self._resolver.lifetime = timeout
-        if cache_size > 0:
-            self._resolver.cache = dns.resolver.LRUCache(cache_size)
+        self._resolver.cache = None
         self.timeout = timeout
-        # In front of dnspython's cache (which still holds NXDOMAIN): finished Answers by
-        # (name, type) until their TTL runs out; a hit costs a dict lookup, not a Resolution.
-        self._answers: dict[tuple[str, str], tuple[float, Answer]] = {}
-        self._answers_max = cache_size
+        self.cache = AnswerCache(cache_bytes, cache_size) if cache_size and cache_bytes else None
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
         name = normalise_name(name)
         key = (name, rdtype)
-        hit = self._answers.get(key)
-        if hit is not None and hit[0] > time.time():
-            return hit[1]
+        if self.cache is not None:
+            hit = self.cache.get(key, time.time())
+            if hit is not None:
+                return hit
         lifetime = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
         try:
             answer = self._resolver.resolve(
                 name + ".", rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
             )
-        except dns.resolver.NXDOMAIN:
-            return Answer(name, rdtype, (), exists=False)
+        except dns.resolver.NXDOMAIN as exc:
+            result = Answer(name, rdtype, (), exists=False)
+            responses = exc.kwargs.get("responses") or {}
+            ttl = min((_negative_ttl(r) for r in responses.values()), default=0)
+            self._keep(key, result, ttl)
+            return result
         except dns.resolver.NoNameservers as exc:  # SERVFAIL / REFUSED from every server
             raise DnsTempError(f"{name}/{rdtype}: no nameserver answered ({_short(exc)})") from None
         except dns.exception.Timeout:
@@ -152,13 +232,24 @@ class DnspythonResolver:
             raise DnsTempError(f"{name}/{rdtype}: {_short(exc)}") from None
         if answer.rrset is None:
             result = Answer(name, rdtype, ())
+            self._keep(key, result, _negative_ttl(answer.response))
         else:
             result = Answer(name, rdtype, tuple(_rdata_value(rdtype, r) for r in answer.rrset))
-        if self._answers_max > 0:
-            if len(self._answers) >= self._answers_max:
-                self._answers.clear()  # crude but bounded; dnspython's LRU still has them
-            self._answers[key] = (float(answer.expiration), result)
+            self._keep(key, result, min(answer.expiration - time.time(), MAX_TTL))
         return result
+
+    def _keep(self, key: tuple[str, str], answer: Answer, ttl: float) -> None:
+        if self.cache is not None and ttl > 0:
+            self.cache.put(key, answer, time.time() + ttl)
+
+
+def _negative_ttl(response: dns.message.Message) -> float:
+    """RFC 2308: the SOA's TTL capped by its MINIMUM field; the same in every dnspython."""
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            soa_minimum = int(rrset[0].minimum)  # type: ignore[attr-defined]
+            return float(min(rrset.ttl, soa_minimum, MAX_NEGATIVE_TTL))
+    return NEGATIVE_TTL_WITHOUT_SOA
 
 
 def _short(exc: Exception) -> str:
@@ -214,19 +305,26 @@ class StaticResolver:
             self._names.add(".".join(labels[i:]))
 
     def add_zone_file(self, path: str | Path) -> None:
-        """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT)."""
+        """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT).
+
+        A file with an SOA is read as that zone (names outside it are ignored, as BIND
+        does); a file without one may hold names of any zone. Call once per file.
+        """
         path = Path(path)
         text = read_text(path, "zone file")
         try:
             zone = dns.zone.from_text(
                 text,
-                origin=dns.name.root,
+                origin=_zone_origin(text, str(path)),
                 relativize=False,
                 check_origin=False,
                 filename=str(path),
             )
         except (dns.exception.DNSException, ValueError) as exc:
-            raise ConfigError(f"{path}: bad zone file: {exc}") from None
+            problem = str(exc)
+            if problem.startswith(f"{path}:"):  # dnspython's "FILE:LINE: problem"
+                problem = "line " + problem[len(str(path)) + 1 :]
+            raise ConfigError(f"{path}: bad zone file: {problem}") from None
         for owner, node in zone.nodes.items():
             for rdataset in node.rdatasets:
                 if rdataset.rdclass != dns.rdataclass.IN:
@@ -260,6 +358,41 @@ class StaticResolver:
         for i in range(1, len(labels)):
             if "*." + ".".join(labels[i:]) in self._temperror:
                 raise DnsTempError(f"{name}/{rdtype}: timed out (simulated)")
+
+
+def _zone_origin(text: str, filename: str) -> dns.name.Name:
+    """The owner of the file's SOA record (its zone's origin), or the root when it has none."""
+    tok = dns.tokenizer.Tokenizer(text, filename)
+    origin: dns.name.Name | None = None  # the $ORIGIN in force
+    owner: dns.name.Name | None = None  # the last owner name (a line may leave it out)
+    soa_owners: set[dns.name.Name] = set()
+    while not (first := tok.get(want_leading=True)).is_eof():
+        if first.is_eol():
+            continue
+        words = []
+        while not (token := tok.get()).is_eol_or_eof():
+            words.append(token.value)
+        if first.value.upper() == "$ORIGIN" and words:
+            origin = dns.name.from_text(words[0], origin)
+            continue
+        if first.value.startswith("$"):
+            continue
+        if not first.is_whitespace():
+            owner = origin if first.value == "@" else dns.name.from_text(first.value, origin)
+        rdtype = next((w for w in words if not _is_ttl_or_class(w)), "")
+        if rdtype.upper() == "SOA":
+            if owner is None or not owner.is_absolute():
+                raise ValueError("the SOA owner is relative and no $ORIGIN comes before it")
+            soa_owners.add(owner)
+    if len(soa_owners) > 1:
+        names = ", ".join(sorted(n.to_text() for n in soa_owners))
+        raise ValueError(f"SOA records of several zones ({names}): give one zone per file")
+    return soa_owners.pop() if soa_owners else dns.name.root
+
+
+def _is_ttl_or_class(word: str) -> bool:
+    upper = word.upper()
+    return word[:1].isdigit() or upper in ("IN", "CH", "HS", "CS") or upper.startswith("CLASS")
 
 
 def _coerce(rdtype: str, value: RecordValue | str | bytes) -> RecordValue:

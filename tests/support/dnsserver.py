@@ -125,6 +125,11 @@ class _Zone:
                 name = _norm(next(iter(cname)).target)
         return dns.rcode.SERVFAIL, answers
 
+    def rrsets(self) -> list[dns.rrset.RRset]:
+        """Every RRset held, as a list (a snapshot)."""
+        with self._lock:
+            return [rrset for node in self._nodes.values() for rrset in node.values()]
+
     def _wildcard(self, name: str) -> dict[int, dns.rrset.RRset] | None:
         if name in self._names:
             return None  # an existing name is never answered by a wildcard
@@ -196,6 +201,16 @@ class DnsServer(Service):
                 text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
             lines.append(f"{name.rstrip('.')}. {ttl} IN {rdtype.upper()} {text}")
         self._zone.add_text("\n".join(lines) + "\n")
+
+    def to_zone(self, origin: str = ".") -> dns.zone.Zone:
+        """The records at and below ``origin`` as a dnspython zone (``to_text()`` for a file)."""
+        apex = dns.name.from_text(origin)
+        zone = dns.zone.Zone(apex, relativize=False)
+        with zone.writer() as txn:
+            for rrset in self._zone.rrsets():
+                if rrset.name.is_subdomain(apex):
+                    txn.add(rrset)
+        return zone
 
     def set_fault(self, name: str, fault: str) -> None:
         """Make queries for ``name`` (``*.name``: everything below it too) misbehave."""
