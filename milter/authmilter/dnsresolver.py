@@ -169,6 +169,30 @@ class AnswerCache:
         return True
 
 
+def literal_name(name: str) -> dns.name.Name | None:
+    """The absolute DNS name whose labels are exactly ``name``'s (None if it cannot be one).
+
+    Names reach us built from what senders control (SPF macros expand local parts), so a
+    backslash or a quote is a character of a label, never a zone-file escape, and non-ASCII
+    labels are IDNA-encoded (raw UTF-8 when IDNA refuses them). Empty or over-long labels
+    and names over 255 octets cannot be asked for.
+    """
+    labels = []
+    for label in name.split("."):
+        if label.isascii():
+            raw = label.encode("ascii")
+        else:
+            try:
+                raw = label.encode("idna")
+            except UnicodeError:
+                raw = label.encode("utf-8", "surrogateescape")
+        labels.append(raw)
+    try:
+        return dns.name.Name([*labels, b""])
+    except (dns.name.NameTooLong, dns.name.EmptyLabel, dns.name.LabelTooLong):
+        return None
+
+
 class DnspythonResolver:
     """The real resolver: one instance shared by every connection (dnspython is thread-safe).
 
@@ -211,10 +235,13 @@ class DnspythonResolver:
             hit = self.cache.get(key, time.time())
             if hit is not None:
                 return hit
+        qname = literal_name(name)
+        if qname is None:  # a label no DNS name can have: nothing exists there
+            return Answer(name, rdtype, (), exists=False)
         lifetime = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
         try:
             answer = self._resolver.resolve(
-                name + ".", rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
+                qname, rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
             )
         except dns.resolver.NXDOMAIN as exc:
             result = Answer(name, rdtype, (), exists=False)

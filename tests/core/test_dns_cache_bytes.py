@@ -52,7 +52,8 @@ class Source:
         self.calls = 0
         self.responses: list[weakref.ref[dns.message.Message]] = []
 
-    def resolve(self, qname: str, rdtype: str, **_: Any) -> dns.resolver.Answer:
+    def resolve(self, query: dns.name.Name, rdtype: str, **_: Any) -> dns.resolver.Answer:
+        qname = query.to_text()
         self.calls += 1
         name = dns.name.from_text(qname)
         response = dns.message.make_response(dns.message.make_query(name, rdtype))
