@@ -268,6 +268,10 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
             "testing": dmarc.testing,
             "reason": dmarc.reason,
         },
+        "from_warnings": [
+            {"kind": w.kind.value, "domain": w.domain, "shown": w.shown}
+            for w in (results.from_warnings if results else ())
+        ],
         "headers": {
             "add": [
                 {"name": h.name, "value": h.value, "index": h.index} for h in decision.add_headers

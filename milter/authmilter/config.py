@@ -16,7 +16,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,13 @@ def _canonicalization(value: Any) -> str | None:
     if len(parts) > 2 or any(p not in ("relaxed", "simple") for p in parts):
         return "must be header/body, each 'relaxed' or 'simple', e.g. \"relaxed/relaxed\""
     return None
+
+
+def _field_name(value: Any) -> str | None:
+    # RFC 5322 field-name: printable ASCII but ":"
+    if value and all(33 <= ord(c) <= 126 and c != ":" for c in value):
+        return None
+    return "must be a header field name (printable ASCII, no space or ':')"
 
 
 @functools.cache
@@ -227,6 +234,14 @@ class DmarcConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FromConfig:
+    """[from]: what the From field shows its reader besides the address DMARC checks."""
+
+    display_name_check: str = field(default="flag", metadata=_one_of("off", "flag", "reject"))
+    flag_header: str = field(default="X-Authmilter-From-Warning", metadata=_check(_field_name))
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     """[[signing.keys]]: one signing key in TOML form (the same data as a KeyTable line)."""
 
@@ -263,6 +278,7 @@ class Config:
     spf: SpfConfig = field(default_factory=SpfConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     dmarc: DmarcConfig = field(default_factory=DmarcConfig)
+    from_: FromConfig = field(default_factory=FromConfig, metadata={"key": "from"})
     signing: SigningConfig = field(default_factory=SigningConfig)
     path: str = field(default="", metadata={"internal": True})  # where it was loaded from
 
@@ -294,7 +310,7 @@ def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError.at(path, where, f"must be a table, not {_tname(data)}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    known = {key_name(f): f for f in fields(cls) if not f.metadata.get("internal")}
     unknown = [k for k in data if k not in known]
     if unknown:
         key = unknown[0]
@@ -308,13 +324,19 @@ def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
             if f.default is MISSING and f.default_factory is MISSING:
                 raise ConfigError.at(path, key, "is required")
             continue
-        value = _convert(hints[name], data[name], path, key)
+        value = _convert(hints[f.name], data[name], path, key)
         check = f.metadata.get("check")
         problem = check(value) if check else None
         if problem:
             raise ConfigError.at(path, key, problem)
-        values[name] = value
+        values[f.name] = value
     return cls(**values)
+
+
+def key_name(f: Field[Any]) -> str:
+    """The TOML key of a config field (``from_`` is written ``from``)."""
+    name: str = f.metadata.get("key", f.name)
+    return name
 
 
 def _convert(tp: Any, value: Any, path: str, key: str) -> Any:

@@ -53,6 +53,7 @@ class Decision:
     remove_headers: tuple[HeaderEdit, ...] = ()
     why: str = ""  # short reason for the log line and ``test`` ("dmarc:reject")
     mark_quarantine: bool = False  # quarantine by a header instead of holding the message
+    flag_from: bool = False  # add the from.flag_header warning (AuthResults.from_warnings)
     log: tuple[tuple[str, str], ...] = ()  # key=value pairs for the log line
 
     @property

@@ -20,6 +20,7 @@ from authmilter import header_edits, outbound, policy
 from authmilter.checks.dkim_body import BodySpec, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
+from authmilter.checks.fromdisplay import check_from_display
 from authmilter.checks.fromfield import parse_from
 from authmilter.checks.spf import check_helo, check_spf
 from authmilter.config import Config
@@ -117,8 +118,14 @@ class Engine:
                 self.psl,
                 null_sender=not env.mail_from,
             )
+        warnings = check_from_display(tx, self.psl) if cfg.from_.display_name_check != "off" else ()
         return AuthResults(
-            spf=spf, helo_spf=helo_spf, dkim=dkim, dmarc=dmarc, from_field=from_field
+            spf=spf,
+            helo_spf=helo_spf,
+            dkim=dkim,
+            dmarc=dmarc,
+            from_field=from_field,
+            from_warnings=warnings,
         )
 
     @property

@@ -3,12 +3,14 @@
 
 Forged Authentication-Results fields that carry our authserv-id are removed from every
 message; inbound mail gets one A-R at the top (with ``dis=`` saying what local policy did),
-optionally Received-SPF and a quarantine mark; outbound mail gets its A-R and signatures.
+optionally Received-SPF, a quarantine mark and the From warning (whose name is also removed
+from the message, so that it is always ours); outbound mail gets its A-R and signatures.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from authmilter import headers
 from authmilter.config import Config
@@ -19,8 +21,16 @@ from authmilter.results import AuthResults, Disposition, Result
 
 def forged_removals(tx: Transaction, authserv_id: str) -> tuple[HeaderEdit, ...]:
     """Removals of the A-R fields with our authserv-id, highest index first."""
-    found = headers.find_forged(tx.headers, authserv_id)
-    return tuple(HeaderEdit(headers.AR_NAME, None, i) for i in sorted(found, reverse=True))
+    return _removals(headers.AR_NAME, headers.find_forged(tx.headers, authserv_id))
+
+
+def _removals(name: str, found: Iterable[int]) -> tuple[HeaderEdit, ...]:
+    return tuple(HeaderEdit(name, None, i) for i in sorted(found, reverse=True))
+
+
+def from_warning(results: AuthResults) -> str:
+    """The flag header's value: fixed words for each kind found, one line each."""
+    return ";\n\t".join(f"{w.kind.value}: the From {w.kind.text}" for w in results.from_warnings)
 
 
 def disposition(decision: Decision, results: AuthResults) -> Disposition | None:
@@ -52,10 +62,14 @@ def inbound(
         domain = results.dmarc.from_domain if results.dmarc else ""
         text = f"DMARC policy of {domain} asks for quarantine"
         adds.append(HeaderEdit(cfg.dmarc.quarantine_header, text, 0))
+    removals = forged_removals(tx, authserv_id)
+    if cfg.from_.display_name_check != "off":  # the flag header, when present, is ours
+        flag = cfg.from_.flag_header
+        removals += _removals(flag, range(1, len(tx.get_all(flag)) + 1))
+        if decision.flag_from:
+            adds.append(HeaderEdit(flag, from_warning(results), 0))
     return dataclasses.replace(
-        decision,
-        add_headers=(*decision.add_headers, *adds),
-        remove_headers=forged_removals(tx, authserv_id),
+        decision, add_headers=(*decision.add_headers, *adds), remove_headers=removals
     )
 
 

@@ -39,6 +39,7 @@ from authmilter.results import (
     Disposition,
     DkimResult,
     DmarcResult,
+    FromWarning,
     Result,
     SpfResult,
 )
@@ -256,7 +257,9 @@ def _dkim_atoms(sig: DkimResult) -> list[str]:
     return _resinfo("dkim", Result(sig.result).value, ", ".join(notes), reason, props)
 
 
-def _dmarc_atoms(dmarc: DmarcResult, disposition: Disposition | None) -> list[str]:
+def _dmarc_atoms(
+    dmarc: DmarcResult, disposition: Disposition | None, warnings: Sequence[FromWarning]
+) -> list[str]:
     notes = []
     known_policy = dmarc.result in (Result.PASS, Result.FAIL)
     if known_policy:
@@ -271,7 +274,12 @@ def _dmarc_atoms(dmarc: DmarcResult, disposition: Disposition | None) -> list[st
         ("header.from", render_value(dmarc.from_domain) if dmarc.from_domain else ""),
     ]
     reason = dmarc.reason if dmarc.result != Result.PASS else ""
-    return _resinfo("dmarc", Result(dmarc.result).value, " ".join(notes), reason, props)
+    atoms = _resinfo("dmarc", Result(dmarc.result).value, " ".join(notes), reason, props)
+    # From warnings, outside DMARC but about header.from: a comment of fixed words each, last
+    # (authres reads no reason after a second comment), so that no value of the message is in it
+    for w in warnings:
+        atoms.extend(_split_comment(render_comment(f"From {w.kind.text}")))
+    return atoms
 
 
 def render_authentication_results(
@@ -285,7 +293,8 @@ def render_authentication_results(
 
     Methods in order: auth (for SASL-authenticated senders), spf, spf for HELO, every
     dkim signature in order, dmarc; ``<id>; none`` when there is nothing. ``disposition``
-    (what local policy did) adds ``dis=`` to the dmarc comment when given.
+    (what local policy did) adds ``dis=`` to the dmarc comment when given; each From
+    warning adds a comment at the end of the dmarc result.
     """
     groups: list[list[str]] = []
     if results.trusted == Trust.AUTHENTICATED:
@@ -298,7 +307,7 @@ def render_authentication_results(
         groups.append(_spf_atoms(results.helo_spf, envelope))
     groups.extend(_dkim_atoms(sig) for sig in results.dkim)
     if results.dmarc is not None:
-        groups.append(_dmarc_atoms(results.dmarc, disposition))
+        groups.append(_dmarc_atoms(results.dmarc, disposition, results.from_warnings))
     head = render_value(authserv_id.strip()) + ";"
     start = len(AR_NAME) + 2
     if not groups:

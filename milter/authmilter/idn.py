@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_ALT_DOTS = frozenset("\u3002\uff0e\uff61")  # IDNA2003 maps these to "." silently
+ALT_DOTS = frozenset("\u3002\uff0e\uff61")  # IDNA2003 maps these to "." silently
 _MAX_DOMAIN = 253
 
 
@@ -61,7 +61,7 @@ def _label_to_ascii(label: str) -> str | None:
             except UnicodeError:
                 return None
     else:
-        if any(c in _ALT_DOTS for c in label):
+        if any(c in ALT_DOTS for c in label):
             return None
         try:
             alabel = label.encode("idna").decode("ascii")

@@ -39,6 +39,9 @@ def result_pairs(results: AuthResults) -> tuple[tuple[str, str], ...]:
         )
     elif results.from_field is not None and results.from_field.status != FromStatus.OK:
         out.append(("from", results.from_field.status.value))
+    for w in results.from_warnings:
+        shown = f" shows={safe(w.shown)}" if w.shown else ""
+        out.append(("from_warning", f"{w.kind.value}(from={safe(w.domain)}{shown})"))
     return tuple(out)
 
 

@@ -7,6 +7,8 @@ afterwards (:mod:`authmilter.header_edits`).
 
 from __future__ import annotations
 
+import dataclasses
+
 from authmilter import replies
 from authmilter.config import Config
 from authmilter.decision import ACCEPT, Action, Decision
@@ -24,7 +26,14 @@ def decide(results: AuthResults, cfg: Config) -> Decision:
     """Decide what to do with an inbound message (trusted mail is never judged here)."""
     if results.trusted:
         return ACCEPT
-    decision = _from_field_decision(results, cfg)
+    decision = _verdict(results, cfg)
+    if results.from_warnings and cfg.from_.display_name_check == "flag":
+        return dataclasses.replace(decision, flag_from=True)
+    return decision
+
+
+def _verdict(results: AuthResults, cfg: Config) -> Decision:
+    decision = _from_field_decision(results, cfg) or _from_warning_decision(results, cfg)
     if decision is not None:
         return decision
     dmarc = results.dmarc
@@ -43,6 +52,13 @@ def _from_field_decision(results: AuthResults, cfg: Config) -> Decision | None:
     if getattr(cfg.dmarc, setting) != "reject":
         return None
     return Decision(Action.REJECT, replies.bad_from(text), why=f"from:{ff.status.value}")
+
+
+def _from_warning_decision(results: AuthResults, cfg: Config) -> Decision | None:
+    if not results.from_warnings or cfg.from_.display_name_check != "reject":
+        return None
+    kind = results.from_warnings[0].kind
+    return Decision(Action.REJECT, replies.deceptive_from(kind.text), why=f"from:{kind.value}")
 
 
 def _dmarc_decision(dmarc: DmarcResult, cfg: Config) -> Decision | None:

@@ -27,6 +27,11 @@ def bad_from(text: str) -> Reply:
     return Reply(550, "5.7.1", text)
 
 
+def deceptive_from(found: str) -> Reply:
+    """550 5.7.1: the From field shows its reader another address (``from.display_name_check``)."""
+    return Reply(550, "5.7.1", f"the From field's {found}")
+
+
 def sender_not_owned(address: str, user: str) -> Reply:
     """553 5.7.1 (like Postfix's reject_sender_login_mismatch)."""
     return Reply(553, "5.7.1", f"sender address {address} is not owned by user {user}")

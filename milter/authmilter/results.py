@@ -96,6 +96,29 @@ class FromField:
         return self.domains[0] if len(self.domains) == 1 else ""
 
 
+class Deception(StrEnum):
+    """What a From mailbox shows its reader besides its own address (outside DMARC)."""
+
+    DISPLAY_NAME = "display-name"
+    LOCAL_PART = "local-part"
+
+    @property
+    def text(self) -> str:
+        """What was found, in fixed words: never the message's own bytes."""
+        if self is Deception.DISPLAY_NAME:
+            return "display name shows an address in another domain"
+        return "local part hides an encoded word or another address"
+
+
+@dataclass(frozen=True, slots=True)
+class FromWarning:
+    """One deceptive From mailbox (:mod:`authmilter.checks.fromdisplay`)."""
+
+    kind: Deception
+    domain: str  # the mailbox's own domain (A-label)
+    shown: str = ""  # the other domain shown (A-label); "" for an encoded word
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResults:
     """Everything the checks found about one message."""
@@ -105,4 +128,5 @@ class AuthResults:
     dkim: tuple[DkimResult, ...] = ()
     dmarc: DmarcResult | None = None
     from_field: FromField | None = None
+    from_warnings: tuple[FromWarning, ...] = ()  # at most one per kind
     trusted: Trust | None = None  # why inbound checks were skipped; None for inbound mail

@@ -92,6 +92,31 @@ def test_mailbox_parts() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (b" John Q. Public <jqp@example.com>", "John Q. Public"),
+        (b' "ceo@victim"".example" <a@evil.example>', "ceo@victim.example"),
+        (b' John  (x)  "Doe" <j@example.com>', "John Doe"),
+        (b" =?utf-8?q?a?= =?utf-8?q?b?= <j@example.com>", "=?utf-8?q?a?= =?utf-8?q?b?="),
+    ],
+)
+def test_display_name_as_shown(value: bytes, name: str) -> None:
+    """One space where there was white space or a comment, none where there was none."""
+    assert parse_mailboxes(value)[0].display_name == name
+
+
+def test_group_name_is_kept() -> None:
+    boxes = parse_mailboxes(b' "G@x.example": A <a@example.com>, b@example.com;')
+    assert [(b.display_name, b.group) for b in boxes] == [("A", "G@x.example"), ("", "G@x.example")]
+
+
+def test_comments_are_collected() -> None:
+    comments: list[str] = []
+    parse_mailboxes(b" (a) x@example.com (b (nested) \\) c)", comments)
+    assert comments == ["a", "b (nested) \\) c"]
+
+
 # --------------------------------------------------------------------------- statuses
 
 

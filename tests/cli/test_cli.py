@@ -214,3 +214,24 @@ def test_body_reaches_the_checks_streamed_in_postfix_chunks(
     (tx,) = seen
     assert tx.body == b"" and not tx.body_kept and tx.body_digests  # type: ignore[attr-defined]
     assert r["dkim"][0]["result"] == "fail"  # the appended text breaks the body hash  # type: ignore[index]
+
+
+def test_from_warning_in_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(b'From: "ceo@victim.example" <alice@example.net>\nSubject: x\n\nhi\n')
+    args = [*ZONE, "--client-ip", "192.0.2.25", "--mail-from", "alice@example.net", str(msg)]
+    r = run_json(capsys, *args)
+    assert r["action"] == "accept"
+    assert r["from_warnings"] == [
+        {"kind": "display-name", "domain": "example.net", "shown": "victim.example"}
+    ]
+    added = {h["name"]: h["value"] for h in r["headers"]["add"]}  # type: ignore[index]
+    assert added["X-Authmilter-From-Warning"] == (
+        "display-name: the From display name shows an address in another domain"
+    )
+    assert "from_warning=display-name(from=example.net shows=victim.example)" in str(r["log"])
+    config = tmp_path / "a.toml"
+    config.write_text('[from]\ndisplay_name_check = "reject"\n')
+    assert main(["test", "--json", "-c", str(config), *args]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["reply"]["status"] == "5.7.1" and r["why"] == "from:display-name"

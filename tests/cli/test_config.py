@@ -17,7 +17,7 @@ def test_reference_config_is_accepted_and_shows_every_default() -> None:
     cfg = load(REPO / "conf" / "authmilter.toml")
     defaults = from_dict({}, "x")
     # every documented value equals the built-in default: the file is the reference
-    for section in ("milter", "dns", "trust", "spf", "dkim", "dmarc", "signing"):
+    for section in ("milter", "dns", "trust", "spf", "dkim", "dmarc", "from_", "signing"):
         assert getattr(cfg, section) == getattr(defaults, section), section
 
 
@@ -96,6 +96,20 @@ def test_required_keys_exist_under_their_design_names() -> None:
         ),
         ({"spf": []}, "/etc/a.toml: spf: must be a table, not a list"),
         (
+            {"from": {"display_name_check": "warn"}},
+            "/etc/a.toml: from.display_name_check: must be one of 'off', 'flag', 'reject'",
+        ),
+        (
+            {"from": {"flag_header": "X-Warning: yes"}},
+            "/etc/a.toml: from.flag_header: must be a header field name (printable ASCII, no "
+            "space or ':')",
+        ),
+        (
+            {"from": {"display_name": "off"}},
+            "/etc/a.toml: from.display_name: unknown key (did you mean 'display_name_check'?)",
+        ),
+        ({"from_": {}}, "/etc/a.toml: from_: unknown key (did you mean 'from'?)"),
+        (
             {"milter": {"syslog_facility": "mial"}},
             "/etc/a.toml: milter.syslog_facility: unknown syslog facility 'mial' (e.g. 'mail', "
             "'local0')",
@@ -107,6 +121,12 @@ def test_errors_name_file_key_and_problem(data: dict[str, object], message: str)
         from_dict(data, "/etc/a.toml")
     assert str(err.value) == message
     assert err.value.exit_code == 78
+
+
+def test_from_section_is_read_under_its_toml_name() -> None:
+    cfg = from_dict({"from": {"display_name_check": "reject", "flag_header": "X-Spoof"}})
+    assert (cfg.from_.display_name_check, cfg.from_.flag_header) == ("reject", "X-Spoof")
+    assert from_dict({}).from_.display_name_check == "flag"
 
 
 def test_file_errors(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from authmilter.config import from_dict
 from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
+from authmilter.logline import result_pairs
 from authmilter.model import Envelope, parse_message
 from authmilter.results import Result
 from tests.support.engines import example_zone, make_engine
@@ -157,3 +158,95 @@ def test_from_with_two_addresses_of_one_domain_is_evaluated() -> None:
     spoof = simple_message(from_addr="a@example.com, <b@example.com>")
     d = run(engine(), spoof, ip=BAD_IP, mail_from="x@attacker.example")
     assert d.action == Action.REJECT and d.reply is not None and d.reply.status == "5.7.26"
+
+
+# --------------------------------------------------------------------------- From warnings
+
+DECEPTIVE = '"ceo@victim.example" <alice@example.com>'
+FLAG_TEXT = "display-name: the From display name shows an address in another domain"
+
+
+def _flag_headers(d: Decision, name: str = "X-Authmilter-From-Warning") -> list[str | None]:
+    return [h.value for h in d.add_headers if h.name == name]
+
+
+def test_from_warning_flag_by_default_keeps_the_dmarc_pass() -> None:
+    msg = sign(simple_message(from_addr=DECEPTIVE), "example.com", "rsa")
+    eng = engine()
+    env = Envelope(client_ip=GOOD_IP, mail_from="alice@example.com", rcpt_to=("b@example.org",))
+    results, d = eng.evaluate(parse_message(msg, env), eng.check_envelope(env))
+    assert results.dmarc is not None and results.dmarc.result == Result.PASS
+    assert d.action == Action.ACCEPT and d.flag_from
+    assert _flag_headers(d) == [FLAG_TEXT]
+    header = ar(d).replace("\n\t", " ")
+    assert "dmarc=pass (p=reject dis=none)" in header
+    assert "(From display name shows an address in another domain)" in header
+    assert "victim.example" not in header  # fixed words only
+    assert ("from_warning", "display-name(from=example.com shows=victim.example)") in (
+        result_pairs(results)
+    )
+
+
+def test_from_warning_off() -> None:
+    msg = sign(simple_message(from_addr=DECEPTIVE), "example.com", "rsa")
+    eng = engine(**{"from": {"display_name_check": "off"}})
+    env = Envelope(client_ip=GOOD_IP, mail_from="alice@example.com")
+    results = eng.authenticate(parse_message(msg, env))
+    assert results.from_warnings == ()
+    d = run(eng, msg)
+    assert d.action == Action.ACCEPT and not _flag_headers(d)
+    assert "From display name" not in ar(d)
+
+
+def test_from_warning_reject() -> None:
+    msg = sign(simple_message(from_addr=DECEPTIVE), "example.com", "rsa")
+    d = run(engine(**{"from": {"display_name_check": "reject"}}), msg)
+    assert d.action == Action.REJECT and d.reply is not None
+    assert (d.reply.code, d.reply.status) == (550, "5.7.1")
+    assert d.reply.text == "the From field's display name shows an address in another domain"
+    assert d.why == "from:display-name" and d.add_headers == ()
+
+
+def test_mailsploit_local_part_is_flagged() -> None:
+    resolver = zone()
+    resolver.add("evil.example", "TXT", f"v=spf1 ip4:{BAD_IP} -all")
+    msg = simple_message(from_addr="=?utf-8?b?Y2VvQHZpY3RpbS5leGFtcGxlAA==?=@evil.example")
+    d = run(engine(resolver), msg, ip=BAD_IP, mail_from="a@evil.example")
+    assert d.action == Action.ACCEPT
+    assert _flag_headers(d) == [
+        "local-part: the From local part hides an encoded word or another address"
+    ]
+
+
+def test_ordinary_display_name_is_not_flagged() -> None:
+    msg = sign(
+        simple_message(from_addr='"alice@example.com" <alice@example.com>'), "example.com", "rsa"
+    )
+    d = run(engine(), msg)
+    assert d.action == Action.ACCEPT and not d.flag_from and not _flag_headers(d)
+
+
+def test_trusted_senders_are_not_checked() -> None:
+    msg = simple_message(from_addr=DECEPTIVE)
+    eng = engine(**{"from": {"display_name_check": "reject"}})
+    d = run(eng, msg, ip=BAD_IP, auth="alice")
+    assert d.action == Action.ACCEPT and not _flag_headers(d)
+
+
+def test_flag_header_in_the_message_is_removed_and_replaced() -> None:
+    forged = "X-Authmilter-From-Warning: none\nx-authmilter-from-warning: safe to pay\n"
+    msg = sign(simple_message(from_addr=DECEPTIVE, extra=forged), "example.com", "rsa")
+    d = run(engine(), msg)
+    removed = [(e.name, e.index) for e in d.remove_headers if e.name != "Authentication-Results"]
+    assert removed == [("X-Authmilter-From-Warning", 2), ("X-Authmilter-From-Warning", 1)]
+    assert _flag_headers(d) == [FLAG_TEXT]
+    clean = sign(simple_message(extra=forged), "example.com", "rsa")
+    assert len(run(engine(), clean).remove_headers) == 2  # removed even when nothing is found
+    off = engine(**{"from": {"display_name_check": "off"}})
+    assert run(off, clean).remove_headers == ()
+
+
+def test_flag_header_name_is_configurable() -> None:
+    msg = sign(simple_message(from_addr=DECEPTIVE), "example.com", "rsa")
+    d = run(engine(**{"from": {"flag_header": "X-Spoof"}}), msg)
+    assert _flag_headers(d, "X-Spoof") == [FLAG_TEXT] and not _flag_headers(d)

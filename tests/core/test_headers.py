@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -19,9 +20,11 @@ from authmilter.headers import (
 from authmilter.model import Envelope, HeaderField
 from authmilter.results import (
     AuthResults,
+    Deception,
     Disposition,
     DkimResult,
     DmarcResult,
+    FromWarning,
     Result,
     SpfResult,
 )
@@ -372,6 +375,36 @@ def test_round_trip_dmarc_is_typed_with_all_features() -> None:
     (res,) = authres.all_features().parse_value(value).results
     assert type(res).__name__ == "DMARCAuthenticationResult"
     assert (res.header_from, res.policy) == ("example.com", "reject")
+
+
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+@pytest.mark.parametrize("word", DMARC_WORDS)
+def test_from_warnings_are_comments_that_change_no_result(word: Result, parser: str) -> None:
+    plain = AuthResults(
+        spf=SPF_PASS, dmarc=DmarcResult(word, from_domain="example.com", reason="r")
+    )
+    warnings = (
+        FromWarning(Deception.DISPLAY_NAME, "example.com", "victim.example"),
+        FromWarning(Deception.LOCAL_PART, "example.com"),
+    )
+    value = ar(dataclasses.replace(plain, from_warnings=warnings))
+    assert authres_parse(value, parser) == (AID, expected(plain))
+    assert strict_parse(value) == (AID, expected(plain))
+    unfolded = value.replace("\n\t", " ")
+    for w in warnings:
+        assert f"(From {w.kind.text})" in unfolded
+    assert "victim.example" not in value
+
+
+def test_golden_from_warning() -> None:
+    warning = FromWarning(Deception.DISPLAY_NAME, "example.com", "victim.example")
+    value = ar(AuthResults(spf=SPF_PASS, dmarc=DMARC_PASS, from_warnings=(warning,)))
+    assert value == (
+        "mx.example.org;\n"
+        "\tspf=pass smtp.mailfrom=alice@example.com;\n"
+        "\tdmarc=pass (p=reject) policy.dmarc=reject header.from=example.com\n"
+        "\t(From display name shows an address in another domain)"
+    )
 
 
 def test_round_trip_auth_and_none() -> None:

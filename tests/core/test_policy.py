@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from authmilter.config import from_dict
@@ -9,11 +11,13 @@ from authmilter.decision import Action
 from authmilter.policy import decide, rcpt_decision
 from authmilter.results import (
     AuthResults,
+    Deception,
     Disposition,
     DkimResult,
     DmarcResult,
     FromField,
     FromStatus,
+    FromWarning,
     Result,
     SpfResult,
 )
@@ -41,6 +45,16 @@ def dmarc(
         ),
         from_field=OK_FROM,
     )
+
+
+WARNING = FromWarning(Deception.DISPLAY_NAME, "example.com", "victim.example")
+OFF = {"from": {"display_name_check": "off"}}
+REJECT = {"from": {"display_name_check": "reject"}}
+
+
+def warned(results: AuthResults, *kinds: Deception) -> AuthResults:
+    warnings = tuple(FromWarning(k, "example.com") for k in kinds) or (WARNING,)
+    return dataclasses.replace(results, from_warnings=warnings)
 
 
 CASES = [
@@ -102,6 +116,38 @@ CASES = [
         None,
     ),
     ("dmarc-disabled", dmarc(Result.FAIL), {"dmarc": {"enabled": False}}, Action.ACCEPT, None),
+    ("from-warning-flag", warned(dmarc(Result.PASS)), {}, Action.ACCEPT, None),
+    ("from-warning-off", warned(dmarc(Result.PASS)), OFF, Action.ACCEPT, None),
+    ("from-warning-reject", warned(dmarc(Result.PASS)), REJECT, Action.REJECT, (550, "5.7.1")),
+    ("from-warning-no-dmarc", warned(AuthResults()), REJECT, Action.REJECT, (550, "5.7.1")),
+    (
+        "from-warning-before-dmarc",
+        warned(dmarc(Result.FAIL)),
+        REJECT,
+        Action.REJECT,
+        (550, "5.7.1"),
+    ),
+    (
+        "from-warning-temperror",
+        warned(dmarc(Result.TEMPERROR)),
+        {},
+        Action.TEMPFAIL,
+        (451, "4.7.5"),
+    ),
+    (
+        "from-warning-quarantine",
+        warned(dmarc(Result.FAIL, Disposition.QUARANTINE)),
+        {},
+        Action.QUARANTINE,
+        None,
+    ),
+    (
+        "from-warning-trusted",
+        warned(AuthResults(trusted=Trust.AUTHENTICATED, from_field=OK_FROM)),
+        REJECT,
+        Action.ACCEPT,
+        None,
+    ),
 ]
 
 
@@ -119,6 +165,35 @@ def test_dmarc_table(
     assert verdict.action == action
     got = (verdict.reply.code, verdict.reply.status) if verdict.reply else None
     assert got == reply
+
+
+@pytest.mark.parametrize(
+    ("name", "results", "conf", "flagged"),
+    [
+        ("default-flag", warned(dmarc(Result.PASS)), {}, True),
+        ("off", warned(dmarc(Result.PASS)), OFF, False),
+        ("nothing-found", dmarc(Result.PASS), {}, False),
+        ("with-quarantine", warned(dmarc(Result.FAIL, Disposition.QUARANTINE)), {}, True),
+        ("trusted", warned(AuthResults(trusted=Trust.INTERNAL)), {}, False),
+    ],
+)
+def test_from_warning_flag(
+    name: str, results: AuthResults, conf: dict[str, dict[str, object]], flagged: bool
+) -> None:
+    assert decide(results, from_dict(conf)).flag_from is flagged
+
+
+@pytest.mark.parametrize("kind", list(Deception))
+def test_from_warning_reject_says_what_was_found(kind: Deception) -> None:
+    verdict = decide(warned(dmarc(Result.PASS), kind), from_dict(REJECT))
+    assert verdict.reply is not None and verdict.reply.text == f"the From field's {kind.text}"
+    assert verdict.why == f"from:{kind.value}"
+
+
+def test_bad_from_rule_comes_before_the_warning() -> None:
+    results = warned(AuthResults(from_field=FromField(FromStatus.MISSING)))
+    verdict = decide(results, from_dict(REJECT))
+    assert verdict.why == "from:missing"
 
 
 def test_reject_text_names_the_domain() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from authmilter import __version__
-from authmilter.config import Config
+from authmilter.config import Config, key_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN = REPO / "packaging" / "debian"
@@ -251,7 +251,7 @@ def _config_keys() -> list[str]:
         if section.metadata.get("internal"):
             continue
         section_type = type(getattr(Config(), section.name))
-        keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(section_type)]
+        keys += [f"{key_name(section)}.{f.name}" for f in dataclasses.fields(section_type)]
     return keys
 
 

@@ -13,14 +13,18 @@ publish ``p=reject`` (and keys of their own the attacker does not have); the att
 wherever a confused verifier might look (``sel._domainkey.legitimate.example'a.attack.example``
 is a name in the attacker's zone). Each case builds the message and the envelope, runs
 :meth:`Engine.evaluate`, and asserts: no ``dmarc=pass`` for a victim domain, no
-``spf=pass`` / ``dkim=pass`` that names a victim, and the expected outcome: ``reject`` (5xx,
-never delivered) or ``accept`` *as the attacker's domain* (``header.from`` is not a victim).
+``spf=pass`` / ``dkim=pass`` that names a victim, the expected outcome: ``reject`` (5xx,
+never delivered) or ``accept`` *as the attacker's domain* (``header.from`` is not a victim),
+and the From warnings expected (``from.display_name_check``, "flag" by default: a message
+accepted as the attacker's domain while its display name or local part shows the victim
+carries the warning header and the A-R comment).
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -46,6 +50,7 @@ HOMOGRAPH_A = HOMOGRAPH.encode("idna").decode()  # xn--pypal-4ve.example
 BUCHER = "bücher.example"
 BUCHER_A = BUCHER.encode("idna").decode()  # xn--bcher-kva.example
 VICTIMS = (VICTIM, PAYPAL, BUCHER_A)
+FLAG_HEADER = "X-Authmilter-From-Warning"
 ATTACKER = "attack.example"
 ATTACKER_IP = "198.51.100.66"
 VICTIM_IP = "192.0.2.25"
@@ -115,6 +120,7 @@ class Spoof:
     expect: str = "reject"  # "reject", or "accept:<domain>" (accepted as that From domain)
     config: tuple[tuple[str, str, object], ...] = ()  # (section, key, value)
     raw: bytes | None = None  # the whole header block as bytes (parse_message path)
+    warn: tuple[str, ...] = ()  # the From warnings expected (Deception values)
     notes: str = ""
     tags: tuple[str, ...] = field(default=())
 
@@ -126,6 +132,11 @@ def _b64word(text: str) -> str:
 V = f"<admin@{VICTIM}>"
 A = f"<first@{ATTACKER}>"
 STRICTEST = (("dmarc", "multiple_from", "strictest"),)
+FROM_REJECT = (("from", "display_name_check", "reject"),)
+FROM_OFF = (("from", "display_name_check", "off"),)
+NAME = ("display-name",)
+LOCAL = ("local-part",)
+MAILSPLOIT = _b64word(f"ceo@{VICTIM}\0") + f"@{ATTACKER}"  # email shows "ceo@...\x00"@attack
 HELO_TOO = (("spf", "helo", True),)
 
 CASES: list[Spoof] = [
@@ -228,6 +239,7 @@ CASES: list[Spoof] = [
         "display-quoted-victim-address",
         (("From", f'"admin@{VICTIM}" <x@{ATTACKER}>'),),
         expect=f"accept:{ATTACKER}",
+        warn=NAME,
     ),
     Spoof(
         "display-unquoted-victim-address",
@@ -237,11 +249,13 @@ CASES: list[Spoof] = [
         "display-encoded-victim-address",
         (("From", f"=?utf-8?q?admin=40{VICTIM}?= <x@{ATTACKER}>"),),
         expect=f"accept:{ATTACKER}",
+        warn=NAME,
     ),
     Spoof(
         "comment-victim-address",
         (("From", f"<x@{ATTACKER}> (admin@{VICTIM})"),),
         expect=f"accept:{ATTACKER}",
+        warn=NAME,
     ),
     Spoof(
         "opendmarc-44-escaped-quotes",
@@ -252,11 +266,81 @@ CASES: list[Spoof] = [
         "opendmarc-72-quoted-comma",
         (("From", f'"{VICTIM}, admin@{VICTIM}" <x@{ATTACKER}>'),),
         expect=f"accept:{ATTACKER}",
+        warn=NAME,
     ),
     Spoof(
         "quoted-local-part-victim",
         (("From", f'"admin@{VICTIM}"@{ATTACKER}'),),
         expect=f"accept:{ATTACKER}",
+        warn=LOCAL,
+    ),
+    # ---- the display-name review (issue 13): what the reader sees is the victim
+    Spoof(
+        "review-quoted-display-name",
+        (("From", f'"ceo@{VICTIM}" <a@{ATTACKER}>'),),
+        expect=f"accept:{ATTACKER}",
+        warn=NAME,
+    ),
+    Spoof(
+        "review-encoded-display-name",
+        (("From", _b64word(f"ceo@{VICTIM}") + f" <a@{ATTACKER}>"),),
+        expect=f"accept:{ATTACKER}",
+        warn=NAME,
+    ),
+    Spoof(
+        "review-mailsploit-local-part",
+        (("From", MAILSPLOIT),),
+        expect=f"accept:{ATTACKER}",
+        warn=LOCAL,
+    ),
+    Spoof(
+        "review-fullwidth-display-name",
+        (("From", f'"ceo\uff20legitimate\u3002example" <a@{ATTACKER}>'),),
+        expect=f"accept:{ATTACKER}",
+        warn=NAME,
+    ),
+    Spoof(
+        "review-split-encoded-words",
+        (("From", f"=?utf-8?q?ceo=40legit?= =?utf-8?q?imate.example?= <a@{ATTACKER}>"),),
+        expect=f"accept:{ATTACKER}",
+        warn=NAME,
+    ),
+    Spoof(
+        "review-quoted-display-name-reject",
+        (("From", f'"ceo@{VICTIM}" <a@{ATTACKER}>'),),
+        config=FROM_REJECT,
+        warn=NAME,
+    ),
+    Spoof(
+        "review-encoded-display-name-reject",
+        (("From", _b64word(f"ceo@{VICTIM}") + f" <a@{ATTACKER}>"),),
+        config=FROM_REJECT,
+        warn=NAME,
+    ),
+    Spoof(
+        "review-mailsploit-local-part-reject",
+        (("From", MAILSPLOIT),),
+        config=FROM_REJECT,
+        warn=LOCAL,
+    ),
+    Spoof(
+        "review-comment-reject",
+        (("From", f"<a@{ATTACKER}> (ceo@{VICTIM})"),),
+        config=FROM_REJECT,
+        warn=NAME,
+    ),
+    Spoof(
+        "review-forged-warning-header-removed",
+        (("From", f'"ceo@{VICTIM}" <a@{ATTACKER}>'),),
+        extra=(("X-Authmilter-From-Warning", "none: verified sender"),),
+        expect=f"accept:{ATTACKER}",
+        warn=NAME,
+    ),
+    Spoof(
+        "review-check-off",
+        (("From", f'"ceo@{VICTIM}" <a@{ATTACKER}>'),),
+        expect=f"accept:{ATTACKER}",
+        config=FROM_OFF,
     ),
     # ---- broken fields (OpenDMARC #174, #175/#179)
     Spoof("opendmarc-174-unbalanced-close", (("From", f"admin@{VICTIM}>"),)),
@@ -396,10 +480,31 @@ def assert_victim_never_passes(results: AuthResults, ar: str) -> None:
             assert not _is_victim(d.domain), d
 
 
+def assert_warnings(case: Spoof, results: AuthResults, decision: Decision, ar: str) -> None:
+    """The warnings expected; an accepted message carries exactly ours in header and A-R."""
+    assert [w.kind.value for w in results.from_warnings] == list(case.warn), results
+    if decision.action != Action.ACCEPT:
+        return
+    flags = [h.value for h in decision.add_headers if h.name == FLAG_HEADER]
+    removed = [e.index for e in decision.remove_headers if e.name == FLAG_HEADER]
+    check_off = case.config == FROM_OFF
+    assert removed == ([] if check_off else [1] * any(n == FLAG_HEADER for n, _ in case.extra))
+    unfolded = ar.replace("\n\t", " ")
+    if not case.warn:
+        assert flags == [] and "(From " not in unfolded, (flags, ar)
+        return
+    assert len(flags) == 1 and flags[0] is not None, decision
+    for w in results.from_warnings:
+        assert f"{w.kind.value}: the From {w.kind.text}" in flags[0]
+        assert f"(From {w.kind.text})" in unfolded, ar
+    assert not any(_is_victim(word) for word in re.split(r"[\s();]+", unfolded)), ar
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_spoof_is_never_accepted_as_the_victim(case: Spoof) -> None:
     results, decision, ar = run(case)
     assert_victim_never_passes(results, ar)
+    assert_warnings(case, results, decision, ar)
     if case.expect == "reject":
         assert decision.action == Action.REJECT, (decision, ar)
         assert decision.reply is not None and decision.reply.code == 550

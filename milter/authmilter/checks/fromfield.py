@@ -11,7 +11,7 @@ Domains come back lower-case in A-label form (``bücher.example`` -> ``xn--bcher
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from authmilter.idn import normalise_domain
@@ -46,6 +46,7 @@ class Mailbox:
     local_part: str
     domain: str
     display_name: str = ""  # raw words, never RFC 2047-decoded
+    group: str = ""  # the display name of the group it is in (RFC 6854), also raw
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -69,7 +70,8 @@ def _unfold(value: bytes) -> str:
     return text
 
 
-def _tokenize(text: str) -> list[_Token]:
+def _tokenize(text: str, comments: list[str] | None = None) -> list[_Token]:
+    """The field's tokens; each comment's text (outermost parentheses off) goes to ``comments``."""
     tokens: list[_Token] = []
     i, n = 0, len(text)
     spaced = False
@@ -79,8 +81,10 @@ def _tokenize(text: str) -> list[_Token]:
             spaced = True
             i += 1
         elif c == "(":
-            i = _skip_comment(text, i)
-            spaced = True
+            end = _skip_comment(text, i)
+            if comments is not None:
+                comments.append(text[i + 1 : end - 1])
+            i, spaced = end, True
         elif c == '"':
             value, i = _quoted(text, i, '"')
             tokens.append(_Token(_Kind.QSTRING, value, spaced))
@@ -197,7 +201,7 @@ class _Parser:
         if self.is_special(":"):
             if in_group:
                 raise FromSyntaxError("group inside a group")
-            return self.group()
+            return [replace(box, group=name) for box in self.group()]
         raise FromSyntaxError(f"expected an address after {name!r}, found {_describe(self.peek())}")
 
     def group(self) -> list[Mailbox]:
@@ -213,18 +217,19 @@ class _Parser:
         return boxes
 
     def phrase(self) -> str:
+        """The words as a reader sees them: one space where CFWS was, none where none was."""
         words: list[str] = []
         while (tok := self.peek()) is not None:
             if tok.kind in (_Kind.ATOM, _Kind.QSTRING) or (
                 words and tok.kind is _Kind.SPECIAL and tok.text == "."  # obs-phrase
             ):
-                words.append(tok.text)
+                words.append(" " + tok.text if words and tok.spaced else tok.text)
                 self.i += 1
             else:
                 break
         if not words:
             raise FromSyntaxError(f"expected a mailbox, found {_describe(self.peek())}")
-        return " ".join(words)
+        return "".join(words)
 
     def angle_addr(self, name: str) -> Mailbox:
         self.expect("<")
@@ -297,17 +302,20 @@ def _describe(tok: _Token | None) -> str:
     return f"{tok.kind.value} {tok.text!r}"
 
 
-def parse_mailboxes(value: bytes) -> list[Mailbox]:
-    """Every mailbox of one raw From value (bytes after the colon); FromSyntaxError if bad."""
-    tokens = _tokenize(_unfold(value))
+def parse_mailboxes(value: bytes, comments: list[str] | None = None) -> list[Mailbox]:
+    """Every mailbox of one raw From value (bytes after the colon); FromSyntaxError if bad.
+
+    The text of every comment is appended to ``comments`` when it is given.
+    """
+    tokens = _tokenize(_unfold(value), comments)
     return _Parser(tokens).address_list()
 
 
 # --------------------------------------------------------------------------- From
 
 
-def _is_from(field: HeaderField) -> bool:
-    # Also catch "From " / "from\t" (white space before the colon) and any case.
+def is_from(field: HeaderField) -> bool:
+    """A From field, in any case, also with white space before the colon ("From ")."""
     return field.name.strip(" \t").lower() == "from"
 
 
@@ -320,7 +328,7 @@ def parse_from(tx: Transaction) -> FromField:
     message with exactly one Author Domain, and so does the policy. ``domains``
     holds every distinct domain found, in order of appearance.
     """
-    fields = [h for h in tx.headers if _is_from(h)]
+    fields = [h for h in tx.headers if is_from(h)]
     if not fields:
         return FromField(FromStatus.MISSING, reason="no From field")
     domains: list[str] = []
