@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,14 +144,35 @@ def _check_config(path: str, dns: bool) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    with _daemon_log(args.verbose):
+        return _test_session(args)
+
+
+@contextlib.contextmanager
+def _daemon_log(verbose: bool) -> Iterator[None]:
+    """The daemon's log lines (and tracebacks) on stderr with -v, else nowhere; restored after."""
+    logger = logging.getLogger("authmilter")
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if not verbose:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    saved = logger.propagate, logger.level
+    logger.addHandler(handler)
+    logger.propagate = False
+    if verbose:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved[0]
+        logger.setLevel(saved[1])
+
+
+def _test_session(args: argparse.Namespace) -> int:
     from authmilter import compose  # noqa: PLC0415
     from authmilter.session import Session  # noqa: PLC0415
 
-    if not args.verbose:  # the daemon's log lines (and tracebacks) only when asked for
-        logging.getLogger("authmilter").addHandler(logging.NullHandler())
-        logging.getLogger("authmilter").propagate = False
-    else:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     cfg = compose.load_config(args.config)
     try:
         resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)

@@ -235,3 +235,17 @@ def test_from_warning_in_json(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert main(["test", "--json", "-c", str(config), *args]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["reply"]["status"] == "5.7.1" and r["why"] == "from:display-name"
+
+
+def test_verbose_prints_the_daemons_log_line_and_leaves_logging_as_it_was(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging  # noqa: PLC0415
+
+    logger = logging.getLogger("authmilter")
+    before = (logger.propagate, logger.level, list(logger.handlers))
+    args = [*ZONE, "--client-ip", "192.0.2.25", "--mail-from", "alice@example.net"]
+    assert main(["test", "-v", *args, str(EX / "signed.eml")]) == 0
+    err = capsys.readouterr().err
+    assert "INFO qid=TEST conn=test" in err and "action=accept" in err
+    assert (logger.propagate, logger.level, list(logger.handlers)) == before
