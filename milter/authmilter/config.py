@@ -172,6 +172,13 @@ class TrustConfig:
     )
     authenticated: bool = True  # SASL-authenticated clients ({auth_authen}) are internal
     daemon_names: tuple[str, ...] = ()  # {daemon_name} values treated as internal
+    # {daemon_name} values of local submission (sendmail/pickup through non_smtpd_milters)
+    local_daemon_names: tuple[str, ...] = ()
+    local_submission: str = field(
+        default="login-map", metadata=_one_of("login-map", "sign", "check")
+    )
+    # Authentication-Results on outbound mail: none, auth=pass alone, or with smtp.auth=<login>
+    auth_results: str = field(default="none", metadata=_one_of("none", "anonymous", "full"))
 
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The parsed internal networks."""

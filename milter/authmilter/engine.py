@@ -82,11 +82,17 @@ class Engine:
         """End of message: the checks' results and the decision with its header edits."""
         results = self.authenticate(tx, spf)
         if results.trusted:
+            binds = self.trust.login_map_binds(results.trusted)
             decision, signatures = outbound.decide_outbound(
-                tx, results, self.login_map, self.active_signer
+                tx, results, self.login_map if binds else None, self.active_signer
             )
             return results, header_edits.outbound(
-                decision, tx, results, self.authserv_id, signatures
+                decision,
+                tx,
+                results,
+                self.authserv_id,
+                signatures,
+                auth_results=self.config.trust.auth_results,
             )
         decision = policy.decide(results, self.config)
         return results, header_edits.inbound(decision, tx, results, self.authserv_id, self.config)

@@ -4,7 +4,8 @@
 Forged Authentication-Results fields that carry our authserv-id are removed from every
 message; inbound mail gets one A-R at the top (with ``dis=`` saying what local policy did),
 optionally Received-SPF, a quarantine mark and the From warning (whose name is also removed
-from the message, so that it is always ours); outbound mail gets its A-R and signatures.
+from the message, so that it is always ours); outbound mail gets its signatures, and an A-R
+only when ``trust.auth_results`` asks for one.
 """
 
 from __future__ import annotations
@@ -79,13 +80,18 @@ def outbound(
     results: AuthResults,
     authserv_id: str,
     signatures: tuple[HeaderEdit, ...],
+    *,
+    auth_results: str,
 ) -> Decision:
-    """The outbound decision with our A-R and the DKIM-Signature fields."""
+    """The outbound decision with the DKIM-Signature fields and, unless ``auth_results`` is
+    "none", our A-R ("full" names the SASL login, "anonymous" does not)."""
     if not decision.edits_applied:
         return decision
-    ar = headers.render_authentication_results(authserv_id, results, tx.envelope)
+    adds = signatures
+    if auth_results != "none":
+        login = auth_results == "full"
+        ar = headers.render_authentication_results(authserv_id, results, tx.envelope, login=login)
+        adds = (HeaderEdit(headers.AR_NAME, ar, 0), *signatures)
     return dataclasses.replace(
-        decision,
-        add_headers=(HeaderEdit(headers.AR_NAME, ar, 0), *signatures),
-        remove_headers=forged_removals(tx, authserv_id),
+        decision, add_headers=adds, remove_headers=forged_removals(tx, authserv_id)
     )

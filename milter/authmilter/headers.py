@@ -22,8 +22,9 @@ Values are folded with LF + TAB (libmilter and Postfix take LF); every line, the
 counted with its ``Authentication-Results: `` name and a leading TAB counted as 8
 columns, is at most 78 columns unless one unbreakable element is longer.
 
-Trusted senders: ``trusted == "auth"`` adds ``auth=pass smtp.auth=<user>`` before any
-other result; any other trust (``"internal"``) with no results renders as
+Trusted senders: ``trusted == "auth"`` adds ``auth=pass`` before any other result, with
+``smtp.auth=<user>`` only when asked (``login=True``: the login name would go to every
+recipient); any other trust (``"internal"``) with no results renders as
 ``none (internal host, not checked)``.
 """
 
@@ -288,17 +289,19 @@ def render_authentication_results(
     envelope: Envelope,
     *,
     disposition: Disposition | None = None,
+    login: bool = False,
 ) -> str:
     """The value of one Authentication-Results field (RFC 8601 section 2.2), folded.
 
-    Methods in order: auth (for SASL-authenticated senders), spf, spf for HELO, every
-    dkim signature in order, dmarc; ``<id>; none`` when there is nothing. ``disposition``
-    (what local policy did) adds ``dis=`` to the dmarc comment when given; each From
-    warning adds a comment at the end of the dmarc result.
+    Methods in order: auth (for SASL-authenticated senders; ``login`` adds
+    ``smtp.auth=<user>``), spf, spf for HELO, every dkim signature in order, dmarc;
+    ``<id>; none`` when there is nothing. ``disposition`` (what local policy did) adds
+    ``dis=`` to the dmarc comment when given; each From warning adds a comment at the end
+    of the dmarc result.
     """
     groups: list[list[str]] = []
     if results.trusted == Trust.AUTHENTICATED:
-        user = envelope.auth_user or ""
+        user = (envelope.auth_user or "") if login else ""
         props = [("smtp.auth", render_value(user, address=True) if user else "")]
         groups.append(_resinfo("auth", Result.PASS.value, props=props))
     if results.spf is not None:

@@ -14,24 +14,33 @@ from authmilter.signing.signer import Signer
 def login_refusal(
     tx: Transaction, results: AuthResults, login_map: LoginMap | None
 ) -> Reply | None:
-    """553 when an authenticated user sends as an address the login map does not give them."""
+    """553 when the envelope sender or a From address is not the trusted sender's.
+
+    A SASL user must own each address in the login map; mail trusted without a SASL login
+    (internal hosts, daemon names, local submission) may only use addresses the map lists.
+    """
     env = tx.envelope
-    if login_map is None or not env.auth_user:
+    if login_map is None:
         return None
     ff = results.from_field
     if ff is not None and ff.status != FromStatus.OK:
         return replies.from_not_single()
+    user = env.auth_user or None
     addresses = [env.mail_from] if env.mail_from else []
     for addr in addresses + _from_addresses(tx):
-        if not login_map.allowed(env.auth_user, addr):
-            return replies.sender_not_owned(addr, env.auth_user)
+        if not login_map.allowed(user, addr):
+            return replies.sender_not_owned(addr, user)
     return None
 
 
 def decide_outbound(
     tx: Transaction, results: AuthResults, login_map: LoginMap | None, signer: Signer | None
 ) -> tuple[Decision, tuple[HeaderEdit, ...]]:
-    """Refuse a sender that is not the user's, or accept with the signatures to add."""
+    """Refuse a sender the login map does not allow, or accept with the signatures to add.
+
+    ``login_map`` is None when it does not bind this message (none configured, or local
+    submission with ``trust.local_submission = "sign"``).
+    """
     refusal = login_refusal(tx, results, login_map)
     if refusal is not None:
         return Decision(Action.REJECT, refusal, why="sender-login-mismatch"), ()

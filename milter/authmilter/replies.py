@@ -32,13 +32,14 @@ def deceptive_from(found: str) -> Reply:
     return Reply(550, "5.7.1", f"the From field's {found}")
 
 
-def sender_not_owned(address: str, user: str) -> Reply:
-    """553 5.7.1 (like Postfix's reject_sender_login_mismatch)."""
-    return Reply(553, "5.7.1", f"sender address {address} is not owned by user {user}")
+def sender_not_owned(address: str, user: str | None) -> Reply:
+    """553 5.7.1 (like Postfix's reject_sender_login_mismatch); no user: not in the map."""
+    owner = f"owned by user {user}" if user else "in the sender login map"
+    return Reply(553, "5.7.1", f"sender address {address} is not {owner}")
 
 
 def from_not_single() -> Reply:
-    """553 5.7.1: an authenticated user's From must name exactly one address."""
+    """553 5.7.1: under the sender login map, From must name exactly one address."""
     return Reply(553, "5.7.1", "the From field must hold exactly one address")
 
 

@@ -146,6 +146,12 @@ def test_on_error_accept(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_authenticated_sender_accepted() -> None:
     ctx, rc = feed(simple_message(), ip="203.0.113.9", macros={"{auth_authen}": "alice"})
     assert rc == Milter.ACCEPT
+    assert ctx.added == []  # no keys, and no A-R by default (trust.auth_results)
+    full = make_engine(trust={"internal_hosts": [], "auth_results": "full"})
+    ctx, rc = feed(
+        simple_message(), ip="203.0.113.9", macros={"{auth_authen}": "alice"}, engine=full
+    )
+    assert rc == Milter.ACCEPT
     assert "smtp.auth=alice" in ctx.added[0][1]
 
 

@@ -240,7 +240,7 @@ def test_from_warning_in_json(capsys: pytest.CaptureFixture[str], tmp_path: Path
 def test_verbose_prints_the_daemons_log_line_and_leaves_logging_as_it_was(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import logging  # noqa: PLC0415
+    import logging
 
     logger = logging.getLogger("authmilter")
     before = (logger.propagate, logger.level, list(logger.handlers))

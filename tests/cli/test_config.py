@@ -110,6 +110,14 @@ def test_required_keys_exist_under_their_design_names() -> None:
         ),
         ({"from_": {}}, "/etc/a.toml: from_: unknown key (did you mean 'from'?)"),
         (
+            {"trust": {"auth_results": "login"}},
+            "/etc/a.toml: trust.auth_results: must be one of 'none', 'anonymous', 'full'",
+        ),
+        (
+            {"trust": {"local_submission": "trust"}},
+            "/etc/a.toml: trust.local_submission: must be one of 'login-map', 'sign', 'check'",
+        ),
+        (
             {"milter": {"syslog_facility": "mial"}},
             "/etc/a.toml: milter.syslog_facility: unknown syslog facility 'mial' (e.g. 'mail', "
             "'local0')",

@@ -107,7 +107,9 @@ def test_two_from_fields_never_pass() -> None:
 def test_sasl_user_is_not_dmarc_checked_or_rejected() -> None:
     d = run(engine(), simple_message(), ip=BAD_IP, auth="alice")
     assert d.action == Action.ACCEPT
-    header = ar(d)
+    assert d.add_headers == ()  # trust.auth_results = "none": no A-R tells the login name
+    full = engine(trust={"internal_hosts": [], "auth_results": "full"})
+    header = ar(run(full, simple_message(), ip=BAD_IP, auth="alice"))
     assert "dmarc=" not in header and "smtp.auth=alice" in header
 
 

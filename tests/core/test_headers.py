@@ -222,9 +222,16 @@ def test_golden_internal_is_none_with_comment() -> None:
 
 def test_golden_authenticated_sender() -> None:
     env = Envelope(mail_from="bob@example.net", auth_user="bob@example.net")
-    assert ar(AuthResults(trusted=Trust.AUTHENTICATED), env) == (
+    assert ar(AuthResults(trusted=Trust.AUTHENTICATED), env, login=True) == (
         "mx.example.org;\n\tauth=pass smtp.auth=bob@example.net"
     )
+
+
+def test_login_name_only_when_asked() -> None:
+    env = Envelope(mail_from="bob@example.net", auth_user="secret-login")
+    value = ar(AuthResults(trusted=Trust.AUTHENTICATED), env)
+    assert value == "mx.example.org;\n\tauth=pass" and "secret-login" not in value
+    assert strict_parse(value) == (AID, [Res("auth", "pass")])
 
 
 def test_golden_authenticated_without_user_and_with_dkim() -> None:
@@ -411,7 +418,7 @@ def test_round_trip_auth_and_none() -> None:
     env = Envelope(auth_user="bob")
     (res,) = (
         authres.all_features()
-        .parse_value(ar(AuthResults(trusted=Trust.AUTHENTICATED), env))
+        .parse_value(ar(AuthResults(trusted=Trust.AUTHENTICATED), env, login=True))
         .results
     )
     assert (res.method, res.result, res.smtp_auth) == ("auth", "pass", "bob")
@@ -501,7 +508,7 @@ def test_hostile_mail_from_local_part(local: str) -> None:
 def test_hostile_helo_and_auth_user(evil: str) -> None:
     env = Envelope(helo=evil, mail_from="", auth_user=evil)
     results = AuthResults(spf=SpfResult(Result.NONE, identity="helo"), trusted=Trust.AUTHENTICATED)
-    value = ar(results, env)
+    value = ar(results, env, login=True)
     assert header_value_is_safe(value)
     _, parsed = strict_parse(value)
     assert [(r.method, r.result) for r in parsed] == [("auth", "pass"), ("spf", "none")]

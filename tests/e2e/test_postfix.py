@@ -3,14 +3,17 @@
 Postfix hands the milter the real client address (127.0.0.1), so ``trust.internal_hosts``
 is emptied: inbound mail from loopback is checked as inbound. The submission port
 (``milter_macro_daemon_name=ORIGINATING``) authenticates through a stand-in Dovecot auth
-socket, so the milter sees a real ``{auth_authen}`` from Postfix.
+socket, so the milter sees a real ``{auth_authen}`` from Postfix. Local submission is the
+real ``sendmail`` through pickup and cleanup (``non_smtpd_milters``).
 """
 
 from __future__ import annotations
 
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dkim
@@ -75,6 +78,9 @@ def world(dns_server: DnsServer, inbound_key: DkimKey, outbound_key: DkimKey) ->
             '@ TXT "v=spf1 -all"',
             '_dmarc TXT "v=DMARC1; p=reject"',
             f"out._domainkey TXT {quoted(outbound_key.txt)}",
+            "$ORIGIN victim.example.",
+            '@ TXT "v=spf1 -all"',
+            '_dmarc TXT "v=DMARC1; p=reject"',
         )
     )
     return dns_server
@@ -188,3 +194,134 @@ def test_submission_mail_is_signed_and_verifies_at_the_sink(  # noqa: PLR0917
 
     assert dkim.verify(msg.data, dnsfunc=dnsfunc), msg.data.decode(errors="replace")
     assert "d=example.net" in msg.header_values("DKIM-Signature")[0].replace(" ", "")
+
+
+# --------------------------------------------------------------------------- the three paths
+# SMTP submission with SASL, port 25, and sendmail through pickup: who may sign what.
+
+LOGIN = "c-login"  # carol's SASL login: part of no address, so it can be looked for
+VICTIM = "ceo@victim.example"  # p=reject, not ours, not in the login map
+
+
+def trust_config(dns: DnsServer, key_file: Path, **trust: Any) -> dict[str, Any]:
+    """Signing for example.net, a sender login map, and ``trust`` over the e2e defaults."""
+    login_map = key_file.parent / "sender_login"
+    login_map.write_text(f"carol@example.net  {LOGIN}\n@example.net  admin\n")
+    signing = {
+        "keys": [{"domain": "example.net", "selector": "out", "key_file": str(key_file)}],
+        "sender_login_map": str(login_map),
+    }
+    return daemon_config(dns, trust={"internal_hosts": [], **trust}, signing=signing)
+
+
+def assert_signed_without_our_ar(dns: DnsServer, msg: ReceivedMessage) -> None:
+    """Signed for example.net (verified), no A-R of ours, and no login name anywhere."""
+    resolver = DnspythonResolver([dns.address], timeout=2)
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes:
+        return b"".join(resolver.query(name.decode(), "TXT").txt())
+
+    text = msg.data.decode(errors="replace")
+    assert dkim.verify(msg.data, dnsfunc=dnsfunc), text
+    ours = [v for v in msg.header_values("Authentication-Results") if v.startswith(AUTHSERV)]
+    assert ours == [] and LOGIN not in text, text
+
+
+def milter_reject(pf: PostfixInstance, sender: str, timeout: float = 30) -> str:
+    """The maillog's milter-reject line for mail from ``sender``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in pf.maillog().splitlines():
+            if "milter-reject" in line and f"from=<{sender}>" in line:
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"no milter-reject for {sender}:\n{pf.maillog()}")
+
+
+def test_sasl_submission_signs_the_users_own_addresses_and_names_no_login(  # noqa: PLR0917
+    world: DnsServer,
+    outbound_key: DkimKey,
+    shared_dir: Path,
+    smtp_sink: SmtpSink,
+    authmilter_daemon: Callable[..., AuthmilterDaemon],
+    postfix: Callable[..., PostfixInstance],
+) -> None:
+    key_file = outbound_key.write(shared_dir / "out.private")
+    cfg = trust_config(world, key_file, daemon_names=["ORIGINATING"])
+    daemon = authmilter_daemon(cfg, shared=True)
+    pf = postfix(daemon.socket, smtp_sink.port, sasl_users={LOGIN: "s3cret"})
+    login = (LOGIN, "s3cret")
+    spoof = make_message(from_addr=VICTIM)
+    # the README's submission service: no SASL, no mail
+    outcome = smtp_send(pf.submission_port, VICTIM, ["dave@example.com"], spoof)
+    assert outcome.code == 554 and outcome.text.startswith("5.7.1"), outcome
+    # the user's own address: signed, and no header tells the recipient the login name
+    own = make_message(from_addr="carol@example.net", to_addr="dave@example.com")
+    outcome = smtp_send(pf.submission_port, "carol@example.net", ["dave@example.com"], own, login)
+    assert outcome.code == 250, (outcome, pf.maillog(), daemon.log())
+    assert_signed_without_our_ar(world, smtp_sink.wait_for(1, timeout=30)[0])
+    # anyone else's: refused, whether ours (admin's) or a stranger's
+    for sender in ("admin@example.net", VICTIM):
+        raw = make_message(from_addr=sender)
+        outcome = smtp_send(pf.submission_port, sender, ["dave@example.com"], raw, login)
+        assert outcome.code == 553, outcome
+        assert outcome.text == f"5.7.1 sender address {sender} is not owned by user {LOGIN}"
+    assert len(smtp_sink.messages) == 1
+
+
+def test_unauthenticated_origination_is_bound_by_the_login_map_and_port_25_by_dmarc(  # noqa: PLR0917
+    world: DnsServer,
+    outbound_key: DkimKey,
+    shared_dir: Path,
+    smtp_sink: SmtpSink,
+    authmilter_daemon: Callable[..., AuthmilterDaemon],
+    postfix: Callable[..., PostfixInstance],
+) -> None:
+    """The review's set-up: ORIGINATING trusted, the submission port open without SASL."""
+    key_file = outbound_key.write(shared_dir / "out.private")
+    cfg = trust_config(world, key_file, daemon_names=["ORIGINATING"])
+    daemon = authmilter_daemon(cfg, shared=True)
+    pf = postfix(daemon.socket, smtp_sink.port, sasl_users={LOGIN: "s3cret"}, require_sasl=False)
+    spoof = make_message(from_addr=VICTIM)
+    outcome = smtp_send(pf.submission_port, VICTIM, ["dave@example.com"], spoof)
+    assert outcome.code == 553, (outcome, daemon.log())
+    assert outcome.text == f"5.7.1 sender address {VICTIM} is not in the sender login map"
+    outcome = smtp_send(pf.port, VICTIM, ["dave@example.com"], spoof)  # port 25: inbound
+    assert outcome.code == 550 and outcome.text.startswith("5.7.26"), outcome
+    assert smtp_sink.messages == []
+
+
+@pytest.mark.parametrize(
+    ("local_name", "trust", "own"),
+    [
+        ("LOCAL", {"local_daemon_names": ["LOCAL"]}, "signed"),  # local_submission login-map
+        ("", {"internal_hosts": ["127.0.0.0/8"]}, "signed"),  # not told apart: internal
+        ("LOCAL", {"local_daemon_names": ["LOCAL"], "local_submission": "check"}, "5.7.26"),
+    ],
+    ids=["login-map", "unnamed", "check"],
+)
+def test_sendmail_through_pickup(  # noqa: PLR0917
+    world: DnsServer,
+    outbound_key: DkimKey,
+    shared_dir: Path,
+    smtp_sink: SmtpSink,
+    authmilter_daemon: Callable[..., AuthmilterDaemon],
+    postfix: Callable[..., PostfixInstance],
+    local_name: str,
+    trust: dict[str, Any],
+    own: str,
+) -> None:
+    key_file = outbound_key.write(shared_dir / "out.private")
+    daemon = authmilter_daemon(trust_config(world, key_file, **trust), shared=True)
+    pf = postfix(daemon.socket, smtp_sink.port, submission=False, local_daemon_name=local_name)
+    pf.sendmail(
+        "cron@example.net", ["dave@example.com"], make_message(from_addr="cron@example.net")
+    )
+    if own == "signed":
+        assert_signed_without_our_ar(world, smtp_sink.wait_for(1, timeout=30)[0])
+    else:  # checked as inbound: SPF -all from 127.0.0.1, unsigned, p=reject
+        assert f": {own} " in milter_reject(pf, "cron@example.net")
+    pf.sendmail(VICTIM, ["dave@example.com"], make_message(from_addr=VICTIM))
+    refusal = "is not in the sender login map" if own == "signed" else ": 5.7.26 "
+    assert refusal in milter_reject(pf, VICTIM)
+    assert all(m.mail_from != VICTIM for m in smtp_sink.messages), daemon.log()

@@ -14,7 +14,8 @@ dot_atom = st.lists(atom, min_size=1, max_size=3).map(".".join)
 
 # Anything that can stand in a header field value or a DNS string, control bytes included.
 hostile_text = st.text(
-    st.characters(blacklist_categories=("Cs",)), max_size=80  # (the name Debian 12 knows)
+    st.characters(blacklist_categories=("Cs",)),
+    max_size=80,  # (the name Debian 12 knows)
 ) | st.sampled_from(
     [
         "\r\n\tqid=1 dmarc=pass action=accept",

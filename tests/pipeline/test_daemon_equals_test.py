@@ -5,11 +5,14 @@ generator and every fixed extreme) and the conformance messages, the daemon is d
 the milter protocol by the project's milter client, and ``authmilter test`` is run on the
 same message and envelope, both against the same loopback DNS server. The action, the SMTP
 reply and the header edits (names, values, positions) must be the same. This test is what
-keeps the two paths one.
+keeps the two paths one. The spoofing messages also come from our own senders (a SASL login,
+a trusted daemon name) under each ``trust.auth_results``; by default no header either path
+adds may carry the login name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +57,7 @@ class Corpus:
     resolver: StaticResolver | None = None
     zone_files: Sequence[Path] = ()
     skipped: dict[str, str] = field(default_factory=dict)  # id -> why it cannot be compared
+    secret: str = ""  # text no added header may carry (the SASL login under the default)
 
 
 # --------------------------------------------------------------------------- the corpora
@@ -103,6 +107,32 @@ def spoofing_corpora() -> list[Corpus]:
     return list(by_config.values())
 
 
+LOGIN = "alice-login"  # part of no address in the corpus
+
+
+def trusted_corpora() -> list[Corpus]:
+    """The spoofing messages from a SASL user and a trusted daemon, per auth_results mode."""
+    corpora = []
+    for mode in ("none", "anonymous", "full"):
+        trust = {"daemon_names": ["ORIGINATING"], "auth_results": mode}
+        corpus = Corpus(
+            f"trusted-{mode}",
+            {"milter": {"authserv_id": spoofing.AUTHSERV}, "trust": trust},
+            [],
+            spoofing.zone(),
+            secret="" if mode == "full" else LOGIN,
+        )
+        for case in spoofing.CASES:
+            tx, env = spoofing.build(case)
+            for how, ours in (
+                ("auth", {"auth_user": LOGIN}),
+                ("daemon", {"daemon_name": "ORIGINATING"}),
+            ):
+                _probe(f"{case.id}/{how}", tx, dataclasses.replace(env, **ours), corpus)
+        corpora.append(corpus)
+    return corpora
+
+
 def hostile_corpus() -> Corpus:
     corpus = Corpus("hostile", {"milter": {"authserv_id": hostile.AUTHSERV}}, [], hostile.zone())
     for case in hostile.generate(1, HOSTILE_SAMPLE):
@@ -144,7 +174,6 @@ def conformance_corpus() -> Corpus:
 
 
 def _replace_ip(env: Envelope, ip: str) -> Envelope:
-    import dataclasses
     import ipaddress
 
     return dataclasses.replace(env, client_ip=ipaddress.ip_address(ip))
@@ -152,6 +181,7 @@ def _replace_ip(env: Envelope, ip: str) -> Envelope:
 
 CORPORA: list[Callable[[], list[Corpus]]] = [
     spoofing_corpora,
+    trusted_corpora,
     lambda: [hostile_corpus()],
     lambda: [conformance_corpus()],
 ]
@@ -277,7 +307,7 @@ def test_daemon_and_test_agree(
             dns.add_zone(path)
         config = {
             **corpus.config,
-            "trust": {"internal_hosts": []},
+            "trust": {**corpus.config.get("trust", {}), "internal_hosts": []},
             "dns": {"nameservers": [dns.address], "timeout": 2.0},
         }
         daemon = authmilter_daemon(config)
@@ -290,6 +320,9 @@ def test_daemon_and_test_agree(
             from_test = cli_answer(daemon.config_path, dns.address, probe, tmp_path, capsys)
             if from_daemon != from_test:
                 differences.append((probe.id, from_daemon, from_test))
+            if corpus.secret:
+                added = [v for _, v, _ in from_daemon["add"] + from_test["add"]]
+                assert not any(corpus.secret in v for v in added), (probe.id, added)
         assert not differences, json.dumps(differences[:3], indent=1, default=str)
         assert len(corpus.probes) > len(corpus.skipped)
     assert socket  # (imported for the milter client's unix sockets)

@@ -43,9 +43,16 @@ def login_map(tmp_path: Path) -> LoginMap:
         ("alice", "alice@example.net", False),
         ("alice", "", True),  # the null sender
         ("alice", "<alice@example.com>", True),
+        # no SASL login (internal hosts, daemon names, local submission): listed at all
+        (None, "bob@example.com", True),
+        (None, "Anyone@Example.ORG", True),
+        (None, "alice+lists@example.com", True),
+        (None, "nobody@example.com", False),
+        (None, "ceo@victim.example", False),
+        (None, "", True),
     ],
 )
-def test_allowed(login_map: LoginMap, login: str, address: str, ok: bool) -> None:
+def test_allowed(login_map: LoginMap, login: str | None, address: str, ok: bool) -> None:
     assert login_map.allowed(login, address) is ok
 
 

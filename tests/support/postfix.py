@@ -11,9 +11,13 @@ and never touches ``/etc/postfix/main.cf`` or another instance::
         smtplib.SMTP("127.0.0.1", pf.port).sendmail(...)
 
 SASL for the submission port: a :class:`~tests.support.saslauth.FakeDovecotAuth` socket
-(``sasl_users={"alice": "pw"}``), so Postfix hands the milter a real ``{auth_authen}``.
-Every directory it uses must be traversable by the ``postfix`` user (see
-:func:`make_shared_dir`).
+(``sasl_users={"alice": "pw"}``), so Postfix hands the milter a real ``{auth_authen}``;
+the port then refuses unauthenticated clients (``require_sasl``), as the README's
+submission service does. Local submission: :meth:`PostfixInstance.sendmail` runs the real
+``sendmail`` into this instance (pickup, cleanup, ``non_smtpd_milters``);
+``local_daemon_name`` gives pickup its own cleanup service with that
+``milter_macro_daemon_name``, as the README shows. Every directory it uses must be
+traversable by the ``postfix`` user (see :func:`make_shared_dir`).
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class PostfixInstance(Service):
         mynetworks: str = "127.0.0.0/8",
         submission: bool = True,
         sasl_users: Mapping[str, str] | None = None,
+        require_sasl: bool = True,
+        local_daemon_name: str = "",
         hostname: str = "mx.test.example",
         start_timeout: float = 30.0,
     ) -> None:
@@ -122,6 +128,8 @@ class PostfixInstance(Service):
         self.mynetworks = mynetworks
         self.submission = submission
         self.sasl_users = dict(sasl_users or {})
+        self.require_sasl = require_sasl
+        self.local_daemon_name = local_daemon_name
         self.hostname = hostname
         self.start_timeout = start_timeout
         self.port = free_port()
@@ -202,8 +210,21 @@ class PostfixInstance(Service):
                         "smtpd_tls_auth_only": "no",
                     }
                 )
+                if self.require_sasl:
+                    only_sasl = "permit_sasl_authenticated,reject"
+                    opts["smtpd_client_restrictions"] = only_sasl
+                    opts["smtpd_relay_restrictions"] = only_sasl
             lines.extend(f"  -o {k}={v}" for k, v in opts.items())
-        return "\n".join(lines) + "\n" + _SERVICES
+        services = _SERVICES
+        if self.local_daemon_name:
+            pickup = next(x for x in services.splitlines() if x.startswith("pickup "))
+            services = services.replace(
+                pickup,
+                f"{pickup}\n  -o cleanup_service_name=pickup-cleanup\n"
+                "pickup-cleanup unix n - n - 0 cleanup\n"
+                f"  -o milter_macro_daemon_name={self.local_daemon_name}",
+            )
+        return "\n".join(lines) + "\n" + services
 
     def write_config(self) -> None:
         """Create the directories and write main.cf and master.cf."""
@@ -217,12 +238,11 @@ class PostfixInstance(Service):
     # ------------------------------------------------------------------ life cycle
 
     def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAIL_")}
         proc = subprocess.run(
             [POSTFIX, "-c", str(self.config_dir), *args],
             capture_output=True,
             text=True,
-            env=env,
+            env=_environment(),
             timeout=60,
             check=False,
         )
@@ -253,6 +273,17 @@ class PostfixInstance(Service):
             time.sleep(0.1)
         self.stop()
         raise PostfixError(f"postfix did not open its ports:\n{self.maillog()}")
+
+    def sendmail(self, mail_from: str, rcpts: list[str], data: bytes) -> None:
+        """Submit a message with the real ``sendmail`` (as root) into this instance."""
+        subprocess.run(
+            ["/usr/sbin/sendmail", "-C", str(self.config_dir), "-i", "-f", mail_from, "--", *rcpts],
+            input=data,
+            capture_output=True,
+            env=_environment(),
+            timeout=60,
+            check=True,
+        )
 
     def master_pid(self) -> int | None:
         """The master process id from its pid file (None when not running)."""
@@ -311,6 +342,11 @@ class PostfixInstance(Service):
     def cleanup(self) -> None:
         """Remove the instance directory (after stop)."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _environment() -> dict[str, str]:
+    """Ours, without MAIL_CONFIG and friends (``-c``/``-C`` name the instance)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MAIL_")}
 
 
 def _alive(pid: int) -> bool:

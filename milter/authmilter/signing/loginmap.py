@@ -10,7 +10,8 @@ The text form of Postfix ``smtpd_sender_login_maps``::
 Lookup order for ``user+ext@domain`` (as Postfix): ``user+ext@domain``, ``user@domain``
 (when a recipient delimiter is given), then ``@domain``. Addresses and logins compare
 case-insensitively. An address with no owner in the map is *not* allowed (Postfix
-``reject_sender_login_mismatch``); the null sender (``""``) always is.
+``reject_sender_login_mismatch``); the null sender (``""``) always is. Mail trusted without
+a SASL login may use any address the map lists, whoever owns it.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ class LoginMap:
                 return self.owners[key]
         return None
 
-    def allowed(self, login: str, address: str) -> bool:
-        """Whether SASL ``login`` may send as ``address``."""
+    def allowed(self, login: str | None, address: str) -> bool:
+        """Whether SASL ``login`` may send as ``address``; with no login (mail trusted
+        without SASL), whether the map lists ``address`` at all."""
         if not address.strip().strip("<>"):
             return True
         owners = self.owners_of(address)
-        return owners is not None and login.strip().lower() in owners
+        return owners is not None and (login is None or login.strip().lower() in owners)
