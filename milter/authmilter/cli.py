@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: str, dns: bool) -> int:
-    from authmilter.compose import load_engine  # noqa: PLC0415
+    from authmilter.compose import key_owner, load_engine  # noqa: PLC0415
 
     engine = load_engine(path)
     cfg = engine.config
@@ -128,6 +128,13 @@ def _check_config(path: str, dns: bool) -> int:
         f"{path}: OK (authserv-id {engine.authserv_id}, {len(keys)} signing key(s), "
         f"DMARC organizational domain by {cfg.dmarc.org_domain})"
     )
+    if keys:
+        safe = cfg.signing.require_safe_keys
+        print(
+            f"  keys checked for {key_owner(cfg)}"
+            if safe
+            else "  keys not checked for safety (signing.require_safe_keys = false)"
+        )
     for key in keys:
         print(f"  key {key.selector}._domainkey.{key.domain}")
     if not dns:
@@ -156,7 +163,7 @@ def _test(args: argparse.Namespace) -> int:
         resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)
     except UsageError as exc:
         raise UsageError(f"authmilter test: {exc}") from None
-    engine = compose.build_engine(cfg, resolver)
+    engine = compose.build_engine(cfg, resolver, warn_unsafe_keys=_warn_unsafe_key)
     try:
         ip = ipaddress.ip_address(args.client_ip) if args.client_ip else None
     except ValueError:
@@ -180,6 +187,11 @@ def _test(args: argparse.Namespace) -> int:
     else:
         _print_human(report)
     return 0
+
+
+def _warn_unsafe_key(problem: str) -> None:
+    """``test`` never runs as the daemon: an unsafe key is reported, then used."""
+    print(f"authmilter test: warning: {problem}; signing with it anyway", file=sys.stderr)
 
 
 def run_session(

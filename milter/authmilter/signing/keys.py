@@ -21,6 +21,7 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,12 @@ class Identity:
     uid: int
     gid: int
     name: str
+    configured: bool = False  # named by milter.user, not the running process
+
+    def __str__(self) -> str:
+        if self.configured:
+            return f"user {self.name} (milter.user)"
+        return f"the current user {self.name} (milter.user is not set)"
 
     @classmethod
     def current(cls) -> Identity:
@@ -61,7 +68,7 @@ class Identity:
     def for_user(cls, user: str, group: str = "") -> Identity:
         """The account named by ``milter.user`` / ``milter.group`` (ConfigError if unknown)."""
         uid, gid = user_ids(user, group)
-        return cls(uid, gid, user)
+        return cls(uid, gid, user, configured=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,16 +163,29 @@ def _first_line(exc: Exception) -> str:
 
 
 def load_key_file(
-    path: str | Path, *, require_safe: bool = True, identity: Identity | None = None
+    path: str | Path,
+    *,
+    require_safe: bool = True,
+    identity: Identity | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PrivateKeyFile:
-    """Read, check and parse one key file (ConfigError naming the file on any problem)."""
+    """Read, check and parse one key file (ConfigError naming the file on any problem).
+
+    With ``warn``, a file that fails the safety check is reported there and loaded anyway.
+    """
     path = str(path)
     fh, st = open_regular(path, "key file")
     with fh:
         if require_safe:
-            problem = check_key_file(path, identity or Identity.current(), st)
+            identity = identity or Identity.current()
+            problem = check_key_file(path, identity, st)
             if problem:
-                raise ConfigError(f"{path}: unsafe key file: {problem} (signing.require_safe_keys)")
+                text = (
+                    f"{path}: unsafe key file for {identity}: {problem} (signing.require_safe_keys)"
+                )
+                if warn is None:
+                    raise ConfigError(text)
+                warn(text)
         try:
             data = fh.read(1 << 20)
         except OSError as exc:
