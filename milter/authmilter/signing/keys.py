@@ -117,7 +117,7 @@ def public_key_bytes(key: PrivateKey) -> bytes:
 
 
 def parse_private_key(data: bytes, source: str) -> PrivateKey:
-    """Parse key material; ConfigError naming ``source`` if it is malformed or too weak."""
+    """Parse key material; ConfigError naming ``source`` (never quoting it) if malformed or weak."""
     text = data.strip()
     if not text:
         raise ConfigError(f"{source}: key file is empty")
@@ -128,9 +128,9 @@ def parse_private_key(data: bytes, source: str) -> PrivateKey:
             )
         try:
             key = serialization.load_pem_private_key(text, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # its text is not ours to vouch for
             raise ConfigError(
-                f"{source}: not a usable PEM private key ({_first_line(exc)})"
+                f"{source}: not a usable PEM private key (malformed, or not RSA or Ed25519)"
             ) from None
     else:
         key = _parse_seed(text, source)
@@ -155,11 +155,6 @@ def _parse_seed(text: bytes, source: str) -> ed25519.Ed25519PrivateKey:
             f"{source}: not a PEM private key nor a base64 Ed25519 seed (44 characters)"
         )
     return ed25519.Ed25519PrivateKey.from_private_bytes(raw)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def load_key_file(

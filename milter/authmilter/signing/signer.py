@@ -139,9 +139,7 @@ class Signer:
             names = {e.name for e in entries}
             for rule in table.rules:
                 if rule.keyname != "%" and rule.keyname not in names:
-                    raise ConfigError(
-                        f"{rule.origin}: key name {rule.keyname!r} is not in the KeyTable"
-                    )
+                    raise ConfigError(f"{rule.origin}: the key name is not in the KeyTable")
             tables.append(table)
         rules: list[SigningRule] = []
         for i, spec in enumerate(cfg.keys):
@@ -162,7 +160,7 @@ class Signer:
                         e.key_path, require_safe=require_safe, identity=identity, warn=warn
                     )
                 except ConfigError as exc:
-                    raise ConfigError(f"{exc} (key {e.name!r}, {e.origin})") from None
+                    raise ConfigError(f"{exc} ({e.origin})") from None
             keys.append(SigningKey(e.name, e.domain, e.selector, loaded[e.key_path], e.origin))
         return cls(keys, rules, tables, **options)  # type: ignore[arg-type]
 
