@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import pwd
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,9 +116,14 @@ def test_configured_user_decides(
     out, err = capsys.readouterr()
     refusal = f"{key}: unsafe key file for user nobody (milter.user): {PROBLEM}"
     assert out == "" and err.count(refusal) == 2 and "warning" not in err
-    # nobody in the authmilter group (no other members): 0640 root:authmilter is safe
-    cfg = config(tmp_path, f'user = "nobody"\ngroup = "{GROUP}"')
+    # the daemon's user, alone in the authmilter group: 0640 root:authmilter is safe
+    try:
+        pwd.getpwnam(GROUP)  # the package's user: its primary group is authmilter
+        user, milter = GROUP, f'user = "{GROUP}"'
+    except KeyError:
+        user, milter = "nobody", f'user = "nobody"\ngroup = "{GROUP}"'
+    cfg = config(tmp_path, milter)
     assert main(["check-config", "-c", str(cfg)]) == 0
-    assert "  keys checked for user nobody (milter.user)\n" in capsys.readouterr().out
+    assert f"  keys checked for user {user} (milter.user)\n" in capsys.readouterr().out
     assert run_test(tmp_path, cfg) == 0
     assert capsys.readouterr().err == ""
