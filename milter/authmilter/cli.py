@@ -139,11 +139,12 @@ def _check_config(path: str, dns: bool) -> int:
         print(f"  key {key.selector}._domainkey.{key.domain}")
     if not dns:
         return 0
+    from authmilter.headers import clean_text  # noqa: PLC0415
     from authmilter.signing.dnscheck import KeyStatus, check_published_keys  # noqa: PLC0415
 
     problems = 0
     for check in check_published_keys(signer, engine.resolver) if signer else []:
-        detail = f": {check.detail}" if check.detail else ""
+        detail = f": {clean_text(check.detail)}" if check.detail else ""  # it quotes DNS
         print(f"  {check.record_name}: {check.status.value}{detail}")
         problems += check.status != KeyStatus.OK
     return 1 if problems else 0
