@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: str, dns: bool) -> int:
-    from authmilter.compose import load_engine  # noqa: PLC0415
+    from authmilter.compose import key_owner, load_engine  # noqa: PLC0415
 
     engine = load_engine(path)
     cfg = engine.config
@@ -129,15 +129,23 @@ def _check_config(path: str, dns: bool) -> int:
         f"{path}: OK (authserv-id {engine.authserv_id}, {len(keys)} signing key(s), "
         f"DMARC organizational domain by {cfg.dmarc.org_domain})"
     )
+    if keys:
+        safe = cfg.signing.require_safe_keys
+        print(
+            f"  keys checked for {key_owner(cfg)}"
+            if safe
+            else "  keys not checked for safety (signing.require_safe_keys = false)"
+        )
     for key in keys:
         print(f"  key {key.selector}._domainkey.{key.domain}")
     if not dns:
         return 0
+    from authmilter.headers import clean_text  # noqa: PLC0415
     from authmilter.signing.dnscheck import KeyStatus, check_published_keys  # noqa: PLC0415
 
     problems = 0
     for check in check_published_keys(signer, engine.resolver) if signer else []:
-        detail = f": {check.detail}" if check.detail else ""
+        detail = f": {clean_text(check.detail)}" if check.detail else ""  # it quotes DNS
         print(f"  {check.record_name}: {check.status.value}{detail}")
         problems += check.status != KeyStatus.OK
     return 1 if problems else 0
@@ -178,7 +186,7 @@ def _test_session(args: argparse.Namespace) -> int:
         resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)
     except UsageError as exc:
         raise UsageError(f"authmilter test: {exc}") from None
-    engine = compose.build_engine(cfg, resolver)
+    engine = compose.build_engine(cfg, resolver, warn_unsafe_keys=_warn_unsafe_key)
     try:
         ip = ipaddress.ip_address(args.client_ip) if args.client_ip else None
     except ValueError:
@@ -202,6 +210,11 @@ def _test_session(args: argparse.Namespace) -> int:
     else:
         _print_human(report)
     return 0
+
+
+def _warn_unsafe_key(problem: str) -> None:
+    """``test`` never runs as the daemon: an unsafe key is reported, then used."""
+    print(f"authmilter test: warning: {problem}; signing with it anyway", file=sys.stderr)
 
 
 def run_session(

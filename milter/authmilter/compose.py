@@ -6,7 +6,7 @@ Every command builds its engine here: ``run`` (and each reload), ``test`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from authmilter.config import Config, from_dict, load
@@ -46,16 +46,36 @@ def make_resolver(
         raise UsageError(f"--nameserver: {exc}") from None
 
 
-def build_engine(cfg: Config, resolver: Resolver | None = None) -> Engine:
-    """One engine (ConfigError on trouble): PSL, signing keys, login map, authserv-id."""
+def key_owner(cfg: Config) -> Identity:
+    """Whom the key files must be safe for: ``milter.user``, else the running process."""
+    return (
+        Identity.for_user(cfg.milter.user, cfg.milter.group)
+        if cfg.milter.user
+        else Identity.current()
+    )
+
+
+def build_engine(
+    cfg: Config,
+    resolver: Resolver | None = None,
+    *,
+    warn_unsafe_keys: Callable[[str], None] | None = None,
+) -> Engine:
+    """One engine (ConfigError on trouble): PSL, signing keys, login map, authserv-id.
+
+    ``warn_unsafe_keys`` is for commands that never run as the daemon (``test``): when
+    ``milter.user`` is not set, a key file unsafe for the current user is reported there
+    and used anyway; a key unsafe for the configured user is still refused.
+    """
     config_dir = Path(cfg.path).parent if cfg.path and not cfg.path.startswith("<") else Path()
     psl = None
     if cfg.dmarc.enabled and cfg.dmarc.org_domain == "psl":
         psl = PublicSuffixList.load(cfg.dmarc.psl_file)
     signer = None
     if cfg.signing.enabled:
-        identity = Identity.for_user(cfg.milter.user, cfg.milter.group) if cfg.milter.user else None
-        signer = Signer.from_config(cfg.signing, str(config_dir), identity=identity)
+        owner = key_owner(cfg)
+        warn = None if owner.configured else warn_unsafe_keys
+        signer = Signer.from_config(cfg.signing, str(config_dir), identity=owner, warn=warn)
     login_map = None
     if cfg.signing.sender_login_map:
         login_map = LoginMap.load(config_dir / cfg.signing.sender_login_map)

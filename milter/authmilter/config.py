@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import re
 import socket
 import tomllib
 import types
@@ -296,8 +297,41 @@ def load(path: str | Path) -> Config:
     try:
         data = tomllib.loads(read_text(path, "config file"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {_toml_problem(exc)}") from None
     return from_dict(data, path)
+
+
+# tomllib's messages that quote nothing from the file. The others name a key or show a
+# character of it: a config path mistyped as a secret file must not print any of that.
+_TOML_MESSAGES = frozenset(
+    {
+        "Cannot overwrite a value",
+        "Escaped character is not a Unicode scalar value",
+        "Expected '=' after a key in a key/value pair",
+        "Expected ']' at the end of a table declaration",
+        "Expected ']]' at the end of an array declaration",
+        "Expected newline or end of document after a statement",
+        "Invalid date or datetime",
+        "Invalid hex value",
+        "Invalid initial character for a key part",
+        "Invalid statement",
+        "Invalid value",
+        "Unclosed array",
+        "Unclosed inline table",
+        "Unescaped '\\' in a string",
+        "Unterminated string",
+    }
+)
+_TOML_AT = re.compile(r"(.*) \((at line \d+, column \d+|at end of document)\)", re.DOTALL)
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """What is wrong and where (line and column), without the file's content."""
+    match = _TOML_AT.fullmatch(str(exc))
+    if match is None:
+        return "syntax error"
+    message, where = match.groups()
+    return f"{message if message in _TOML_MESSAGES else 'syntax error'} ({where})"
 
 
 def from_dict(data: dict[str, Any], path: str = "<config>") -> Config:

@@ -335,7 +335,8 @@ class StaticResolver:
         """Load an RFC 1035 master file ($ORIGIN, $TTL, relative names, multi-string TXT).
 
         A file with an SOA is read as that zone (names outside it are ignored, as BIND
-        does); a file without one may hold names of any zone. Call once per file.
+        does); a file without one may hold names of any zone. Call once per file. Errors
+        name the file and line, never the line's content.
         """
         path = Path(path)
         text = read_text(path, "zone file")
@@ -347,11 +348,12 @@ class StaticResolver:
                 check_origin=False,
                 filename=str(path),
             )
-        except (dns.exception.DNSException, ValueError) as exc:
-            problem = str(exc)
-            if problem.startswith(f"{path}:"):  # dnspython's "FILE:LINE: problem"
-                problem = "line " + problem[len(str(path)) + 1 :]
-            raise ConfigError(f"{path}: bad zone file: {problem}") from None
+        except _ZoneFileError as exc:
+            raise ConfigError(f"{path}:{exc.line}: bad zone file: {exc.problem}") from None
+        except (dns.exception.DNSException, ValueError) as exc:  # dnspython: "FILE:LINE: problem"
+            number, _, problem = str(exc).removeprefix(f"{path}:").partition(": ")
+            where = f"{path}:{number}" if number.isdigit() else str(path)
+            raise ConfigError(f"{where}: bad zone file: {_quoting_nothing(problem)}") from None
         for owner, node in zone.nodes.items():
             for rdataset in node.rdatasets:
                 if rdataset.rdclass != dns.rdataclass.IN:
@@ -387,34 +389,79 @@ class StaticResolver:
                 raise DnsTempError(f"{name}/{rdtype}: timed out (simulated)")
 
 
+class _ZoneFileError(Exception):
+    """A problem found at a line of a zone file, in words that quote none of it."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(line, problem)
+        self.line = line
+        self.problem = problem
+
+
 def _zone_origin(text: str, filename: str) -> dns.name.Name:
     """The owner of the file's SOA record (its zone's origin), or the root when it has none."""
     tok = dns.tokenizer.Tokenizer(text, filename)
     origin: dns.name.Name | None = None  # the $ORIGIN in force
     owner: dns.name.Name | None = None  # the last owner name (a line may leave it out)
-    soa_owners: set[dns.name.Name] = set()
-    while not (first := tok.get(want_leading=True)).is_eof():
-        if first.is_eol():
-            continue
-        words = []
-        while not (token := tok.get()).is_eol_or_eof():
-            words.append(token.value)
-        if first.value.upper() == "$ORIGIN" and words:
-            origin = dns.name.from_text(words[0], origin)
-            continue
-        if first.value.startswith("$"):
-            continue
-        if not first.is_whitespace():
-            owner = origin if first.value == "@" else dns.name.from_text(first.value, origin)
-        rdtype = next((w for w in words if not _is_ttl_or_class(w)), "")
-        if rdtype.upper() == "SOA":
-            if owner is None or not owner.is_absolute():
-                raise ValueError("the SOA owner is relative and no $ORIGIN comes before it")
-            soa_owners.add(owner)
-    if len(soa_owners) > 1:
-        names = ", ".join(sorted(n.to_text() for n in soa_owners))
-        raise ValueError(f"SOA records of several zones ({names}): give one zone per file")
-    return soa_owners.pop() if soa_owners else dns.name.root
+    soa_lines: dict[dns.name.Name, int] = {}  # each SOA owner and its first line
+    line = 1
+    try:
+        while not (first := tok.get(want_leading=True)).is_eof():
+            if first.is_eol():
+                continue
+            line = tok.line_number
+            words = []
+            while not (token := tok.get()).is_eol_or_eof():
+                words.append(token.value)
+            if first.value.upper() == "$ORIGIN" and words:
+                origin = dns.name.from_text(words[0], origin)
+                continue
+            if first.value.startswith("$"):
+                continue
+            if not first.is_whitespace():
+                owner = origin if first.value == "@" else dns.name.from_text(first.value, origin)
+            rdtype = next((w for w in words if not _is_ttl_or_class(w)), "")
+            if rdtype.upper() == "SOA":
+                if owner is None or not owner.is_absolute():
+                    raise _ZoneFileError(line, "the SOA owner is relative and no $ORIGIN is set")
+                soa_lines.setdefault(owner, line)
+    except dns.exception.DNSException as exc:
+        raise _ZoneFileError(line, _quoting_nothing(str(exc))) from None
+    if len(soa_lines) > 1:
+        first_line, other = sorted(soa_lines.values())[:2]
+        raise _ZoneFileError(
+            other, f"an SOA of another zone than line {first_line}'s (give one zone per file)"
+        )
+    return next(iter(soa_lines), dns.name.root)
+
+
+# dnspython's zone-file messages that quote nothing from the file (any other is replaced)
+_ZONE_MESSAGES = frozenset(
+    {
+        "A DNS label is > 63 octets long.",
+        "A DNS label is empty.",
+        "A DNS name is > 255 octets long.",
+        "DNS TTL value is not well-formed.",
+        "Missing default TTL value",
+        "RR class is not zone's class",
+        "Text input ended unexpectedly.",
+        "Text input is malformed.",
+        "bad $TTL",
+        "expecting a string",
+        "expecting an identifier",
+        "expecting an integer",
+        "newline in quoted string",
+        "string too long",
+        "unbalanced parentheses",
+    }
+)
+
+
+def _quoting_nothing(problem: str) -> str:
+    """dnspython's problem when it quotes nothing from the file, else a summary of it."""
+    if problem.startswith("unknown rdatatype"):
+        return "unknown record type"
+    return problem if problem in _ZONE_MESSAGES else "malformed record"
 
 
 def _is_ttl_or_class(word: str) -> bool:

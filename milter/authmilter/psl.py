@@ -9,6 +9,7 @@ instance can be shared by every thread.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from authmilter.files import read_text
 from authmilter.idn import a_label
 
 _BEGIN_PRIVATE = "===BEGIN PRIVATE DOMAINS==="
+_RULE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")  # a rule in A-label form
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +42,15 @@ class PublicSuffixList:
 
     @classmethod
     def parse(cls, text: str, *, path: str = "", icann_only: bool = False) -> PublicSuffixList:
-        """Parse list text (rules one per line, ``//`` comments; rules end at white space)."""
+        """Parse list text (rules one per line, ``//`` comments; rules end at white space).
+
+        A rule that is not a domain name is a ConfigError naming the line, not quoting it.
+        """
         rules: set[str] = set()
         wildcards: set[str] = set()
         exceptions: set[str] = set()
         version = ""
-        for raw in text.splitlines():
+        for number, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
             if line.startswith("//"):
                 if _BEGIN_PRIVATE in line and icann_only:
@@ -62,6 +67,9 @@ class PublicSuffixList:
             name = _to_ascii(rule[2:] if wildcard else rule)
             if name is None:
                 continue  # a rule we cannot represent can never match an A-label name
+            if not _RULE.fullmatch(name):  # the content is not shown: it may be another file
+                where = f"{path}:{number}" if path else f"line {number}"
+                raise ConfigError(f"{where}: not a public suffix rule (is it the right file?)")
             if exception:
                 exceptions.add(name)
             elif wildcard:

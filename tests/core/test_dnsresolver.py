@@ -60,7 +60,9 @@ def test_zone_file(tmp_path: Path) -> None:
 def test_bad_zone_file_names_the_file(tmp_path: Path) -> None:
     zone = tmp_path / "bad.zone"
     zone.write_text("$ORIGIN example.org.\n@ IN TXT\n")
-    with pytest.raises(ConfigError, match=r"bad\.zone: bad zone file"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.zone:3: bad zone file: Text input ended unexpectedly"
+    ):
         StaticResolver().add_zone_file(zone)
     with pytest.raises(ConfigError, match="zone file does not exist"):
         StaticResolver().add_zone_file(tmp_path / "missing.zone")

@@ -73,19 +73,23 @@ def test_soa_owner_is_the_origin_when_there_is_no_origin_line(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (f"$TTL 300\n@ IN SOA {SOA}\n", "no \\$ORIGIN comes before it"),
+        (
+            f"$TTL 300\n@ IN SOA {SOA}\n",
+            "2: bad zone file: the SOA owner is relative and no \\$ORIGIN is set",
+        ),
         (
             f"$ORIGIN a.example.\n@ 300 IN SOA {SOA}\n$ORIGIN b.example.\n@ 300 IN SOA {SOA}\n",
-            r"several zones \(a.example., b.example.\): give one zone per file",
+            r"5: bad zone file: an SOA of another zone than line 2's \(give one zone per file\)",
         ),
-        ("$ORIGIN example.org.\n@ 300 IN TXT\n", "line 3: Text input ended unexpectedly"),
+        ("$ORIGIN example.org.\n@ 300 IN TXT\n", "3: bad zone file: Text input ended unexpectedly"),
+        ("$ORIGIN example.org.\n@ 300 IN BOGUS x\n", "2: bad zone file: unknown record type$"),
     ],
 )
 def test_bad_zone_files_name_the_file_and_the_problem(
     tmp_path: Path, text: str, problem: str
 ) -> None:
     path = write(tmp_path, "broken.zone", text)
-    with pytest.raises(ConfigError, match=rf"broken\.zone: bad zone file: .*{problem}"):
+    with pytest.raises(ConfigError, match=rf"broken\.zone:{problem}"):
         StaticResolver().add_zone_file(path)
 
 

@@ -108,10 +108,26 @@ def test_unreadable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o602, 0o660, 0o620])
 def test_unsafe_modes_refused(tmp_path: Path, mode: int) -> None:
     path = copy_key(tmp_path, "ed25519.pem", mode)
-    with pytest.raises(ConfigError, match=r"ed25519\.pem: unsafe key file: mode"):
+    with pytest.raises(ConfigError, match=r"ed25519\.pem: unsafe key file for the current user"):
         load_key_file(path)
     # ...but accepted when the safety check is off
     assert load_key_file(path, require_safe=False).key_type == "ed25519"
+
+
+def test_unsafe_key_reported_to_warn_and_loaded(tmp_path: Path) -> None:
+    """What ``authmilter test`` does without milter.user: warn, then sign anyway."""
+    path = copy_key(tmp_path, "ed25519.pem", 0o644)
+    warnings: list[str] = []
+    assert load_key_file(path, warn=warnings.append).key_type == "ed25519"
+    me = Identity.current()
+    assert warnings == [
+        f"{path}: unsafe key file for the current user {me.name} (milter.user is not set): "
+        "mode 0644 lets other users read or write it (use 0600 or 0640) "
+        "(signing.require_safe_keys)"
+    ]
+    daemon = Identity(4242, 4242, "authmilter-test", configured=True)
+    with pytest.raises(ConfigError, match=r"for user authmilter-test \(milter\.user\): mode"):
+        load_key_file(path, identity=daemon)
 
 
 def test_0640_own_group_accepted(tmp_path: Path) -> None:

@@ -40,9 +40,12 @@ def test_key_table(tmp_path: Path) -> None:
         ("a example.com:sel\n", r"KeyTable:1: value must be DOMAIN:SELECTOR:KEYFILE"),
         ("a\n", r"KeyTable:1: expected 'KEYNAME DOMAIN:SELECTOR:KEYFILE'"),
         ("\n\na ex ample.com:s:/k\n", r"KeyTable:3: "),
-        ("a exa$mple.com:s:/k\n", r"KeyTable:1: 'exa\$mple.com' is not a domain name"),
-        ("a example.com:s_!:/k\n", r"KeyTable:1: 's_!' is not a valid DKIM selector"),
-        ("a example.com:s:/k\na example.org:s:/k\n", r"KeyTable:2: key name 'a' already defined"),
+        ("a exa$mple.com:s:/k\n", r"KeyTable:1: the domain is not a domain name"),
+        ("a example.com:s_!:/k\n", r"KeyTable:1: the selector is not a valid DKIM selector"),
+        (
+            "a example.com:s:/k\na example.org:s:/k\n",
+            r"KeyTable:2: the key name is already defined at .*KeyTable:1$",
+        ),
         ("a %:s:/k/%.key\n", r"KeyTable:1: '%' in a key file path is not supported"),
     ],
 )
@@ -85,7 +88,7 @@ def test_signing_table_file_exact_only(tmp_path: Path) -> None:
 
 def test_signing_table_wildcard_needs_refile(tmp_path: Path) -> None:
     write(tmp_path, "st", "\n*@example.com k1\n")
-    with pytest.raises(ConfigError, match=r"st:2: wildcard '\*@example.com' needs a refile:"):
+    with pytest.raises(ConfigError, match=r"st:2: a wildcard pattern needs a refile:"):
         SigningTable.load(str(tmp_path / "st"), "/")
 
 

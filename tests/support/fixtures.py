@@ -7,10 +7,13 @@
 * ``postfix``: factory ``(milter=..., sink_port=..., **kwargs) -> PostfixInstance`` (started);
   skips unless root with Postfix installed, but fails instead when ``CI=true``.
 * ``shared_dir``: a fresh 0755 directory under /tmp, removed afterwards.
+* every test: the ``authmilter`` logger as it was before (``authmilter test`` run in-process
+  silences it for the rest of its process).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -38,6 +41,17 @@ def require_postfix() -> None:
     if in_ci():
         pytest.fail(f"e2e tests need Postfix as root in CI: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _authmilter_logger() -> Iterator[None]:
+    """Restore the package logger: ``cli.main(["test", ...])`` stops its propagation."""
+    logger = logging.getLogger("authmilter")
+    handlers, propagate, level = logger.handlers[:], logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ def _run(
         word, _code, explanation = query.check()
         result = _RESULTS.get(word)
         if result is None:
-            log.error("pyspf returned unknown result %r for %s", word, sender)
+            log.error("pyspf returned unknown result %r for %r", word, sender)
             base = _with_result(base, Result.TEMPERROR)
             return _early(base, f"unexpected SPF result {word!r}", envelope, cfg, receiver)
         header = ""
@@ -165,7 +165,7 @@ def _run(
         )
     except Exception as exc:  # documented: an internal bug is a temperror, never a fail
         log.exception(
-            "SPF check of %s failed internally (queue id %s)", sender, envelope.queue_id or "-"
+            "SPF check of %r failed internally (queue id %r)", sender, envelope.queue_id or "-"
         )
         base = _with_result(base, Result.TEMPERROR)
         return _early(base, f"internal error: {type(exc).__name__}", envelope, cfg, receiver)

@@ -21,6 +21,7 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,12 @@ class Identity:
     uid: int
     gid: int
     name: str
+    configured: bool = False  # named by milter.user, not the running process
+
+    def __str__(self) -> str:
+        if self.configured:
+            return f"user {self.name} (milter.user)"
+        return f"the current user {self.name} (milter.user is not set)"
 
     @classmethod
     def current(cls) -> Identity:
@@ -61,7 +68,7 @@ class Identity:
     def for_user(cls, user: str, group: str = "") -> Identity:
         """The account named by ``milter.user`` / ``milter.group`` (ConfigError if unknown)."""
         uid, gid = user_ids(user, group)
-        return cls(uid, gid, user)
+        return cls(uid, gid, user, configured=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,7 @@ def public_key_bytes(key: PrivateKey) -> bytes:
 
 
 def parse_private_key(data: bytes, source: str) -> PrivateKey:
-    """Parse key material; ConfigError naming ``source`` if it is malformed or too weak."""
+    """Parse key material; ConfigError naming ``source`` (never quoting it) if malformed or weak."""
     text = data.strip()
     if not text:
         raise ConfigError(f"{source}: key file is empty")
@@ -121,9 +128,9 @@ def parse_private_key(data: bytes, source: str) -> PrivateKey:
             )
         try:
             key = serialization.load_pem_private_key(text, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # its text is not ours to vouch for
             raise ConfigError(
-                f"{source}: not a usable PEM private key ({_first_line(exc)})"
+                f"{source}: not a usable PEM private key (malformed, or not RSA or Ed25519)"
             ) from None
     else:
         key = _parse_seed(text, source)
@@ -150,22 +157,30 @@ def _parse_seed(text: bytes, source: str) -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.from_private_bytes(raw)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
 def load_key_file(
-    path: str | Path, *, require_safe: bool = True, identity: Identity | None = None
+    path: str | Path,
+    *,
+    require_safe: bool = True,
+    identity: Identity | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PrivateKeyFile:
-    """Read, check and parse one key file (ConfigError naming the file on any problem)."""
+    """Read, check and parse one key file (ConfigError naming the file on any problem).
+
+    With ``warn``, a file that fails the safety check is reported there and loaded anyway.
+    """
     path = str(path)
     fh, st = open_regular(path, "key file")
     with fh:
         if require_safe:
-            problem = check_key_file(path, identity or Identity.current(), st)
+            identity = identity or Identity.current()
+            problem = check_key_file(path, identity, st)
             if problem:
-                raise ConfigError(f"{path}: unsafe key file: {problem} (signing.require_safe_keys)")
+                text = (
+                    f"{path}: unsafe key file for {identity}: {problem} (signing.require_safe_keys)"
+                )
+                if warn is None:
+                    raise ConfigError(text)
+                warn(text)
         try:
             data = fh.read(1 << 20)
         except OSError as exc:

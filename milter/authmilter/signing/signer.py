@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import dkim.util
@@ -107,12 +107,18 @@ class Signer:
 
     @classmethod
     def from_config(
-        cls, cfg: SigningConfig, config_dir: str, *, identity: Identity | None = None
+        cls,
+        cfg: SigningConfig,
+        config_dir: str,
+        *,
+        identity: Identity | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> Signer:
         """Load tables and keys (ConfigError on any problem); an empty config has no keys.
 
         ``identity`` is the account the daemon runs as after dropping privileges (for the
-        key safety check); the default is the current process.
+        key safety check); the default is the current process. ``warn``: see
+        :func:`~authmilter.signing.keys.load_key_file`.
         """
         options = {
             "canonicalization": cfg.canonicalization,
@@ -133,9 +139,7 @@ class Signer:
             names = {e.name for e in entries}
             for rule in table.rules:
                 if rule.keyname != "%" and rule.keyname not in names:
-                    raise ConfigError(
-                        f"{rule.origin}: key name {rule.keyname!r} is not in the KeyTable"
-                    )
+                    raise ConfigError(f"{rule.origin}: the key name is not in the KeyTable")
             tables.append(table)
         rules: list[SigningRule] = []
         for i, spec in enumerate(cfg.keys):
@@ -153,10 +157,10 @@ class Signer:
             if e.key_path not in loaded:
                 try:
                     loaded[e.key_path] = load_key_file(
-                        e.key_path, require_safe=require_safe, identity=identity
+                        e.key_path, require_safe=require_safe, identity=identity, warn=warn
                     )
                 except ConfigError as exc:
-                    raise ConfigError(f"{exc} (key {e.name!r}, {e.origin})") from None
+                    raise ConfigError(f"{exc} ({e.origin})") from None
             keys.append(SigningKey(e.name, e.domain, e.selector, loaded[e.key_path], e.origin))
         return cls(keys, rules, tables, **options)  # type: ignore[arg-type]
 

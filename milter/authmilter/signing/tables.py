@@ -1,5 +1,8 @@
 """opendkim-compatible KeyTable and SigningTable flat files (opendkim(8) "DATA SETS").
 
+Errors name the file, the line and the problem, never the line's content (see
+:mod:`authmilter.files`).
+
 Both are ``file:`` data sets: one entry per line, the key up to the first whitespace and the
 value after it; ``#`` starts a comment anywhere on a line; blank lines are ignored; there are
 no continuation lines (as in opendkim).
@@ -105,10 +108,10 @@ def load_key_table(spec: str, base_dir: str) -> tuple[KeyEntry, ...]:
         if not value:
             raise ConfigError(f"{origin}: expected 'KEYNAME DOMAIN:SELECTOR:KEYFILE'")
         if name in seen:
-            raise ConfigError(f"{origin}: key name {name!r} already defined at {seen[name]}")
+            raise ConfigError(f"{origin}: the key name is already defined at {seen[name]}")
         parts = value.split(":", 2)
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise ConfigError(f"{origin}: value must be DOMAIN:SELECTOR:KEYFILE, got {value!r}")
+            raise ConfigError(f"{origin}: value must be DOMAIN:SELECTOR:KEYFILE")
         domain, selector, key_file = (p.strip() for p in parts)
         if "%" in key_file:
             raise ConfigError(
@@ -126,9 +129,9 @@ def make_key_entry(name: str, domain: str, selector: str, key_path: str, origin:
     """Validate the parts of a key definition."""
     domain = domain.rstrip(".").lower()
     if domain != "%" and not _DOMAIN.match(domain):
-        raise ConfigError(f"{origin}: {domain!r} is not a domain name")
+        raise ConfigError(f"{origin}: the domain is not a domain name")
     if not _SELECTOR.match(selector):
-        raise ConfigError(f"{origin}: {selector!r} is not a valid DKIM selector")
+        raise ConfigError(f"{origin}: the selector is not a valid DKIM selector")
     return KeyEntry(name, domain, selector, key_path, origin)
 
 
@@ -159,7 +162,7 @@ class SigningTable:
                 and not (pattern.endswith("@*"))
             ):
                 raise ConfigError(
-                    f"{origin}: wildcard {pattern!r} needs a refile: SigningTable "
+                    f"{origin}: a wildcard pattern needs a refile: SigningTable "
                     '(signing.signing_table = "refile:...")'
                 )
             rules.append(
