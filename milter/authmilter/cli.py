@@ -12,12 +12,12 @@ import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from authmilter import __version__
-from authmilter.config import DEFAULT_PATH
+from authmilter.config import DEFAULT_PATH, load
 from authmilter.decision import Decision
 from authmilter.errors import AuthmilterError, UsageError
 from authmilter.model import IPAddress, Transaction, parse_message
@@ -119,9 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: str, dns: bool) -> int:
-    from authmilter.compose import key_owner, load_engine  # noqa: PLC0415
+    from authmilter.compose import build_engine, key_owner  # noqa: PLC0415
 
-    engine = load_engine(path)
+    # Without milter.user the daemon's user is unknown here (systemd's User= decides it), so
+    # a key unsafe for the user running check-config is a warning, as in ``test``.
+    engine = build_engine(load(path), warn_unsafe_keys=_unsafe_key_warning("check-config", ""))
     cfg = engine.config
     signer = engine.signer
     keys = signer.keys if signer is not None else ()
@@ -186,7 +188,9 @@ def _test_session(args: argparse.Namespace) -> int:
         resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)
     except UsageError as exc:
         raise UsageError(f"authmilter test: {exc}") from None
-    engine = compose.build_engine(cfg, resolver, warn_unsafe_keys=_warn_unsafe_key)
+    engine = compose.build_engine(
+        cfg, resolver, warn_unsafe_keys=_unsafe_key_warning("test", "; signing with it anyway")
+    )
     try:
         ip = ipaddress.ip_address(args.client_ip) if args.client_ip else None
     except ValueError:
@@ -212,9 +216,13 @@ def _test_session(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_unsafe_key(problem: str) -> None:
-    """``test`` never runs as the daemon: an unsafe key is reported, then used."""
-    print(f"authmilter test: warning: {problem}; signing with it anyway", file=sys.stderr)
+def _unsafe_key_warning(command: str, then: str) -> Callable[[str], None]:
+    """For commands that never run as the daemon: an unsafe key is reported, not refused."""
+
+    def warn(problem: str) -> None:
+        print(f"authmilter {command}: warning: {problem}{then}", file=sys.stderr)
+
+    return warn
 
 
 def run_session(
