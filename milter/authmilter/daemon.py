@@ -247,9 +247,12 @@ def _reload_loop(config_path: str, holder: EngineHolder) -> None:
 
 
 def reload_engine(config_path: str, holder: EngineHolder) -> bool:
-    """Build a new engine from the config file; keep the old one if that fails."""
+    """Build a new engine from the config file; keep the old one if that fails.
+
+    The DNS resolver, and so its cache, is kept when the ``[dns]`` settings did not change.
+    """
     try:
-        engine = load_engine(config_path)
+        engine = load_engine(config_path, holder.get())
     except AuthmilterError as exc:
         log.error("reload failed, keeping the running configuration: %s", exc)
         return False

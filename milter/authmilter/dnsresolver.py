@@ -2,7 +2,8 @@
 
 * :class:`DnspythonResolver`: shared, cached (negative answers too) in one
   :class:`AnswerCache` bounded by bytes, explicit timeouts, never a search list;
-  nameservers given as ``host`` or ``host:port`` (``[v6]:port``).
+  nameservers given as ``host`` or ``host:port`` (``[v6]:port``). Its
+  :class:`FailureMemory` makes a dead name server cost one timeout, not one per lookup.
 * :class:`StaticResolver`: answers from RFC 1035 zone files or from records given in code,
   for ``authmilter test --zone`` and unit tests; can be told to fail names on purpose.
 
@@ -14,10 +15,12 @@ SERVFAIL, refused): the last must never be read as "no record".
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +36,8 @@ import dns.zone
 
 from authmilter.errors import ConfigError, DnsTempError
 from authmilter.files import read_text
+
+log = logging.getLogger("authmilter")
 
 # TXT: the character-strings; A/AAAA/PTR/CNAME/NS: text; MX: (preference, exchange)
 RecordValue = tuple[bytes, ...] | str | tuple[int, str]
@@ -169,12 +174,118 @@ class AnswerCache:
         return True
 
 
+DEFAULT_FAILURE_TTL = 10.0  # [dns] failure_ttl, seconds
+PROBE_TIMEOUT = 1.0  # seconds a liveness probe waits for any answer
+MAX_REMEMBERED_FAILURES = 4096  # (name, type) pairs that timed out
+
+
+class FailureMemory:
+    """Recent DNS failures, so that the next lookups fail at once instead of waiting again.
+
+    Two things are remembered for ``ttl`` seconds:
+
+    * a (name, type) whose lookup timed out: asking again now would time out again;
+    * that the name servers answer nothing at all. A timeout alone does not say so (one
+      domain's servers may be slow while the resolver is fine), so when no answer of any
+      kind has come from the servers since the timed-out query was sent, one liveness
+      probe (``probe(timeout) -> bool``, any answer counts) decides: no answer, and every
+      lookup fails at once (DnsTempError) for ``ttl`` seconds; lookups made while the probe
+      runs wait for its verdict (at most ``probe_timeout``). The first answer heard ends it.
+
+    A failing lookup is a temperror, and a verdict that depends on it a 451: remembering a
+    failure changes how fast that answer comes, never what it is.
+    """
+
+    def __init__(
+        self, ttl: float, probe: Callable[[float], bool], probe_timeout: float = PROBE_TIMEOUT
+    ) -> None:
+        self.ttl = ttl
+        self.probe_timeout = probe_timeout
+        self.fast_failures = 0  # lookups answered from memory (for tests and the bench)
+        self.probes = 0
+        self._probe = probe
+        self._names: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._heard = -math.inf  # monotonic time of the last answer from a name server
+        self._down_until = 0.0
+        self._probing: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def heard(self) -> None:
+        """A name server answered (anything, even SERVFAIL): the servers are alive."""
+        now = time.monotonic()
+        with self._lock:
+            self._heard = now
+            if self._down_until:
+                self._down_until = 0.0
+                log.info("DNS: name servers answer again")
+
+    def check(self, key: tuple[str, str]) -> None:
+        """Raise DnsTempError at once when ``key`` or the servers are known to be failing."""
+        with self._lock:
+            probing = self._probing
+        if probing is not None:
+            probing.wait(self.probe_timeout + 1.0)
+        now = time.monotonic()
+        with self._lock:
+            if now < self._down_until:
+                self.fast_failures += 1
+                raise DnsTempError(
+                    f"{key[0]}/{key[1]}: name servers not answering"
+                    f" (not asked again for {self._down_until - now:.0f}s)"
+                )
+            expires = self._names.get(key)
+            if expires is not None:
+                if now < expires:
+                    self.fast_failures += 1
+                    raise DnsTempError(
+                        f"{key[0]}/{key[1]}: timed out {self.ttl - (expires - now):.0f}s ago"
+                        " (not asked again yet)"
+                    )
+                del self._names[key]
+
+    def timed_out(self, key: tuple[str, str], started: float) -> None:
+        """The lookup of ``key``, sent at monotonic time ``started``, got no answer in time."""
+        now = time.monotonic()
+        with self._lock:
+            self._names[key] = now + self.ttl
+            self._names.move_to_end(key)
+            while len(self._names) > MAX_REMEMBERED_FAILURES:
+                self._names.popitem(last=False)
+            if self._heard >= started or self._probing is not None or now < self._down_until:
+                return
+            event = self._probing = threading.Event()
+        probe = threading.Thread(target=self._run_probe, args=(event,), name="dns-probe")
+        probe.daemon = True
+        probe.start()
+
+    def _run_probe(self, event: threading.Event) -> None:
+        try:
+            alive = self._probe(self.probe_timeout)
+        except Exception:  # a broken probe must not leave lookups waiting
+            log.exception("DNS liveness probe failed")
+            alive = False
+        with self._lock:
+            self.probes += 1
+            if alive:
+                self._heard = time.monotonic()
+            else:
+                self._down_until = time.monotonic() + self.ttl
+                log.warning(
+                    "DNS: no name server answers; lookups fail at once (temperror) for %gs",
+                    self.ttl,
+                )
+            self._probing = None
+        event.set()
+
+
 class DnspythonResolver:
     """The real resolver: one instance shared by every connection (dnspython is thread-safe).
 
     Answers are cached once, as finished :class:`Answer` objects in an :class:`AnswerCache`;
     dnspython's own cache is not used (it would keep each whole response, wire bytes too).
-    ``cache_size`` (entries) or ``cache_bytes`` of 0 turns caching off.
+    ``cache_size`` (entries) or ``cache_bytes`` of 0 turns caching off. ``failure_ttl``:
+    seconds a failure is remembered (:class:`FailureMemory`); 0 (the default here; the
+    daemon's config default is ``DEFAULT_FAILURE_TTL``) turns that off.
     """
 
     def __init__(
@@ -183,6 +294,7 @@ class DnspythonResolver:
         timeout: float = 5.0,
         cache_size: int = 10000,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        failure_ttl: float = 0.0,
     ) -> None:
         servers = [parse_nameserver(s) for s in nameservers]
         if servers:
@@ -202,6 +314,7 @@ class DnspythonResolver:
         self._resolver.cache = None
         self.timeout = timeout
         self.cache = AnswerCache(cache_bytes, cache_size) if cache_size and cache_bytes else None
+        self.failures = FailureMemory(failure_ttl, self._probe) if failure_ttl > 0 else None
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
@@ -211,25 +324,33 @@ class DnspythonResolver:
             hit = self.cache.get(key, time.time())
             if hit is not None:
                 return hit
+        if self.failures is not None:
+            self.failures.check(key)
         lifetime = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
+        started = time.monotonic()
         try:
             answer = self._resolver.resolve(
                 name + ".", rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
             )
         except dns.resolver.NXDOMAIN as exc:
+            self._heard()
             result = Answer(name, rdtype, (), exists=False)
             responses = exc.kwargs.get("responses") or {}
             ttl = min((_negative_ttl(r) for r in responses.values()), default=0)
             self._keep(key, result, ttl)
             return result
         except dns.resolver.NoNameservers as exc:  # SERVFAIL / REFUSED from every server
+            self._heard()
             raise DnsTempError(f"{name}/{rdtype}: no nameserver answered ({_short(exc)})") from None
         except dns.exception.Timeout:
+            if self.failures is not None:
+                self.failures.timed_out(key, started)
             raise DnsTempError(f"{name}/{rdtype}: timed out after {lifetime:g}s") from None
         except dns.resolver.YXDOMAIN:
             raise DnsTempError(f"{name}/{rdtype}: name too long after DNAME") from None
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{name}/{rdtype}: {_short(exc)}") from None
+        self._heard()
         if answer.rrset is None:
             result = Answer(name, rdtype, ())
             self._keep(key, result, _negative_ttl(answer.response))
@@ -241,6 +362,22 @@ class DnspythonResolver:
     def _keep(self, key: tuple[str, str], answer: Answer, ttl: float) -> None:
         if self.cache is not None and ttl > 0:
             self.cache.put(key, answer, time.time() + ttl)
+
+    def _heard(self) -> None:
+        if self.failures is not None:
+            self.failures.heard()
+
+    def _probe(self, timeout: float) -> bool:
+        """Does any name server answer anything (the root's NS, which resolvers keep)?"""
+        try:
+            self._resolver.resolve(
+                ".", "NS", lifetime=timeout, search=False, raise_on_no_answer=False
+            )
+        except dns.exception.Timeout:
+            return False
+        except dns.exception.DNSException:
+            return True  # NXDOMAIN, SERVFAIL, REFUSED...: an answer all the same
+        return True
 
 
 def _negative_ttl(response: dns.message.Message) -> float:
