@@ -12,6 +12,7 @@ import pytest
 from authmilter.compose import load_engine
 from authmilter.dnsresolver import DnspythonResolver, StaticResolver, parse_nameserver
 from authmilter.errors import ConfigError, DnsTempError
+from tests.integration.slowdns import SlowDns
 from tests.support.dnsserver import DnsServer
 
 
@@ -203,3 +204,58 @@ def test_reload_keeps_the_resolver_when_dns_settings_are_unchanged(tmp_path: Pat
     assert load_engine(str(conf), first).resolver is first.resolver
     conf.write_text('[dns]\nnameservers = ["127.0.0.1"]\ntimeout = 2.0\n')
     assert load_engine(str(conf), first).resolver is not first.resolver
+
+
+# --------------------------------------------------------------------------- on the wire
+
+
+def test_a_server_slower_than_two_seconds_is_used_within_the_timeout() -> None:
+    # dnspython's resolver gave each attempt 2 s and a new socket: a 2.5 s answer was lost
+    with (
+        DnsServer('slow.example. 300 IN TXT "late but fine"\n') as server,
+        SlowDns(server, delay=2.5, answer_only_first=True) as slow,
+    ):
+        r = DnspythonResolver([slow.address], timeout=4.0, cache_size=0)
+        assert r.query("slow.example", "TXT").txt() == [b"late but fine"]
+        # retransmitted on the same socket meanwhile (at 1 s): the first copy's answer counts
+        assert slow.received >= 2 and slow.answered == 1
+
+
+def test_a_lost_datagram_is_retransmitted_before_the_timeout() -> None:
+    with DnsServer('lossy.example. 300 IN TXT "second copy"\n') as server:
+        hole = _black_hole()  # the first server swallows everything: the next one is asked
+        try:
+            r = DnspythonResolver(
+                [f"127.0.0.1:{hole.getsockname()[1]}", server.address], timeout=4.0
+            )
+            started = time.monotonic()
+            assert r.query("lossy.example", "TXT").txt() == [b"second copy"]
+            assert time.monotonic() - started < 3.0  # the second server at 1 s, not at 4
+        finally:
+            hole.close()
+
+
+def test_servfail_from_every_server_is_a_temperror_at_once() -> None:
+    with DnsServer() as one, DnsServer() as two:
+        one.set_fault("bad.example", "servfail")
+        two.set_fault("bad.example", "refused")
+        r = DnspythonResolver([one.address, two.address], timeout=5.0)
+        started = time.monotonic()
+        with pytest.raises(DnsTempError, match=r"no nameserver answered.*SERVFAIL.*REFUSED"):
+            r.query("bad.example", "TXT")
+        assert time.monotonic() - started < 2.5  # both asked, no waiting for the timeout
+
+
+def test_answers_follow_cnames_and_keep_nodata_and_nxdomain_apart() -> None:
+    zone = (
+        "alias.example. 300 IN CNAME target.example.\n"
+        'target.example. 60 IN TXT "at the end"\n'
+        "target.example. 60 IN A 192.0.2.1\n"
+    )
+    with DnsServer(zone) as server:
+        r = DnspythonResolver([server.address], timeout=2.0)
+        assert r.query("alias.example", "TXT").txt() == [b"at the end"]
+        assert r.query("alias.example", "MX").records == ()  # NODATA after the CNAME
+        assert r.query("alias.example", "MX").exists
+        assert not r.query("missing.example", "TXT").exists
+        assert r.query("target.example", "A").records == ("192.0.2.1",)

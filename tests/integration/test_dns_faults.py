@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.slowdns import SlowDns
 from tests.integration.test_daemon import BAD_IP, GOOD_IP, config, example_zone, our_ar, send
 from tests.integration.test_daemon import signed as signed_by
 from tests.support.daemon import AuthmilterDaemon
@@ -116,6 +117,24 @@ def test_one_slow_domain_does_not_fail_the_others(
     reply = send(daemon, broken, client_ip=BAD_IP, mail_from="alice@broken.example")
     assert reply.smtp_class == "tempfail"
     assert dns_server.queries("sel._domainkey.broken.example", "TXT") == asked
+
+
+def test_a_server_slower_than_the_old_attempt_cap_is_used(
+    dns_server: DnsServer, key: DkimKey, authmilter_daemon: Callable[..., AuthmilterDaemon]
+) -> None:
+    # the issue's case: every answer late (here 2.5 s), dns.timeout well above that; the old
+    # resolver capped each attempt at 2 s on a new socket and threw every answer away
+    dns_server.add_zone(example_zone(key))
+    with SlowDns(dns_server, delay=2.5) as slow:
+        cfg = settings(dns_server, timeout=6.0)
+        cfg["dns"]["nameservers"] = [slow.address]
+        cfg["spf"] = {"time_budget": 10.0}
+        daemon = authmilter_daemon(cfg)
+        reply = send(daemon, signed_by(key), client_ip=GOOD_IP)
+        ar = our_ar(reply)
+        assert "spf=pass" in ar and "dkim=pass" in ar and "dmarc=pass" in ar, (ar, daemon.log())
+        assert reply.action == "accept"
+        assert slow.answered >= 3  # SPF, key, DMARC: each answered late, each used
 
 
 def test_reload_keeps_the_dns_cache(
