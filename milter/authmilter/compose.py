@@ -41,6 +41,7 @@ def make_resolver(
             cfg.dns.timeout,
             cfg.dns.cache_size,
             cfg.dns.cache_bytes,
+            cfg.dns.failure_ttl,
         )
     except ValueError as exc:  # only a command-line name server can be invalid here
         raise UsageError(f"--nameserver: {exc}") from None
@@ -89,6 +90,13 @@ def build_engine(
     )
 
 
-def load_engine(path: str) -> Engine:
-    """Read the config file and build its engine (the daemon's start and reload)."""
-    return build_engine(load(path))
+def load_engine(path: str, previous: Engine | None = None) -> Engine:
+    """Read the config file and build its engine (the daemon's start and reload).
+
+    A reload passes the running engine: when the ``[dns]`` settings are unchanged its
+    resolver (its answer cache and failure memory) carries over to the new engine.
+    """
+    cfg = load(path)
+    if previous is not None and previous.config.dns == cfg.dns:
+        return build_engine(cfg, previous.resolver)
+    return build_engine(cfg)

@@ -162,6 +162,9 @@ class DnsConfig:
     timeout: float = field(default=5.0, metadata=_check(_positive))  # per query, seconds
     cache_size: int = field(default=20000, metadata=_check(_non_negative))  # entries; 0 = off
     cache_bytes: int = field(default=64 * 1024 * 1024, metadata=_check(_non_negative))  # 0 = off
+    # seconds a timed-out lookup, and name servers that answer nothing, are remembered as
+    # failing (the next lookups are temperrors at once instead of waiting again); 0 = off
+    failure_ttl: float = field(default=10.0, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True, slots=True)

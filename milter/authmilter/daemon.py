@@ -27,7 +27,7 @@ from authmilter.config import Config, load
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
-from authmilter.supervisor import WAITED, Supervisor
+from authmilter.supervisor import WAITED, Supervisor, die_with_parent
 from authmilter.users import user_ids
 
 log = logging.getLogger("authmilter")
@@ -59,7 +59,11 @@ def run(config_path: str) -> int:
     if cfg.milter.workers == 1:
         return _serve(cfg, config_path, engine)
     listener = open_listener(cfg)
+    # Non-blocking: every worker polls the socket and all wake for one connection; those
+    # that lose the race must get EAGAIN, not sit in accept() where no stop flag is seen.
+    listener.setblocking(False)
     _drop_privileges(cfg)
+    parent = os.getpid()
     log.info(
         "authmilter %s listening on %s with %d workers (authserv-id %s)",
         __version__,
@@ -73,8 +77,12 @@ def run(config_path: str) -> int:
         if pid == 0:  # the worker: never returns into the parent's code
             status = 1
             try:
+                if not die_with_parent(parent):
+                    os._exit(0)  # the supervisor died while forking us
                 fresh = _fresh_engine(config_path, engine) if supervisor.restarts else engine
-                status = _serve(cfg, config_path, fresh, fd=listener.fileno(), worker=slot + 1)
+                status = _serve(
+                    cfg, config_path, fresh, fd=listener.fileno(), worker=slot + 1, parent=parent
+                )
             except BaseException:
                 log.exception("worker %d failed", slot + 1)
             finally:
@@ -98,9 +106,18 @@ def _fresh_engine(config_path: str, fallback: Engine) -> Engine:
 
 
 def _serve(
-    cfg: Config, config_path: str, engine: Engine, fd: int | None = None, worker: int = 0
+    cfg: Config,
+    config_path: str,
+    engine: Engine,
+    *,
+    fd: int | None = None,
+    worker: int = 0,
+    parent: int | None = None,
 ) -> int:
-    """One libmilter main loop: on the configured socket, or on an inherited one (``fd``)."""
+    """One libmilter main loop: on the configured socket, or on an inherited one (``fd``).
+
+    ``parent``: a worker's supervisor; the worker stops when it is gone.
+    """
     holder = EngineHolder(engine)
     reloader = threading.Thread(
         target=_reload_loop, args=(config_path, holder), name="reload", daemon=True
@@ -121,7 +138,7 @@ def _serve(
     else:
         milter_adapter.open_socket(False, spec)
     try:
-        milter_adapter.main_loop()
+        milter_adapter.main_loop(parent)
     finally:
         if fd is None:
             _remove_socket(cfg)
@@ -230,9 +247,12 @@ def _reload_loop(config_path: str, holder: EngineHolder) -> None:
 
 
 def reload_engine(config_path: str, holder: EngineHolder) -> bool:
-    """Build a new engine from the config file; keep the old one if that fails."""
+    """Build a new engine from the config file; keep the old one if that fails.
+
+    The DNS resolver, and so its cache, is kept when the ``[dns]`` settings did not change.
+    """
     try:
-        engine = load_engine(config_path)
+        engine = load_engine(config_path, holder.get())
     except AuthmilterError as exc:
         log.error("reload failed, keeping the running configuration: %s", exc)
         return False

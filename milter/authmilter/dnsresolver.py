@@ -2,7 +2,8 @@
 
 * :class:`DnspythonResolver`: shared, cached (negative answers too) in one
   :class:`AnswerCache` bounded by bytes, explicit timeouts, never a search list;
-  nameservers given as ``host`` or ``host:port`` (``[v6]:port``).
+  nameservers given as ``host`` or ``host:port`` (``[v6]:port``). Its
+  :class:`FailureMemory` makes a dead name server cost one timeout, not one per lookup.
 * :class:`StaticResolver`: answers from RFC 1035 zone files or from records given in code,
   for ``authmilter test --zone`` and unit tests; can be told to fail names on purpose.
 
@@ -13,26 +14,37 @@ SERVFAIL, refused): the last must never be read as "no record".
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
+import math
+import select
+import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
+import dns.query
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 import dns.tokenizer
 import dns.zone
 
 from authmilter.errors import ConfigError, DnsTempError
 from authmilter.files import read_text
+
+log = logging.getLogger("authmilter")
 
 # TXT: the character-strings; A/AAAA/PTR/CNAME/NS: text; MX: (preference, exchange)
 RecordValue = tuple[bytes, ...] | str | tuple[int, str]
@@ -169,6 +181,114 @@ class AnswerCache:
         return True
 
 
+DEFAULT_FAILURE_TTL = 10.0  # [dns] failure_ttl, seconds
+PROBE_TIMEOUT = 1.0  # seconds a liveness probe waits for any answer
+MAX_REMEMBERED_FAILURES = 4096  # (name, type) pairs that timed out
+
+
+class FailureMemory:
+    """Recent DNS failures, so that the next lookups fail at once instead of waiting again.
+
+    Two things are remembered for ``ttl`` seconds:
+
+    * a (name, type) whose lookup timed out: asking again now would time out again;
+    * that the name servers answer nothing at all. A timeout alone does not say so (one
+      domain's servers may be slow while the resolver is fine), so when no answer of any
+      kind has come from the servers since the timed-out query was sent, one liveness
+      probe (``probe(timeout) -> bool``, any answer counts) decides: no answer, and every
+      lookup fails at once (DnsTempError) for ``ttl`` seconds; lookups made while the probe
+      runs wait for its verdict (at most ``probe_timeout``). The first answer heard ends it.
+
+    A failing lookup is a temperror, and a verdict that depends on it a 451: remembering a
+    failure changes how fast that answer comes, never what it is.
+    """
+
+    def __init__(
+        self, ttl: float, probe: Callable[[float], bool], probe_timeout: float = PROBE_TIMEOUT
+    ) -> None:
+        self.ttl = ttl
+        self.probe_timeout = probe_timeout
+        self.fast_failures = 0  # lookups answered from memory (for tests and the bench)
+        self.probes = 0
+        self._probe = probe
+        self._names: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._heard = -math.inf  # monotonic time of the last answer from a name server
+        self._down_until = 0.0
+        self._probing: threading.Event | None = None
+        self._lock = threading.Lock()
+
+    def heard(self) -> None:
+        """A name server answered (anything, even SERVFAIL): the servers are alive."""
+        now = time.monotonic()
+        with self._lock:
+            self._heard = now
+            if self._down_until:
+                self._down_until = 0.0
+                log.info("DNS: name servers answer again")
+
+    def check(self, key: tuple[str, str]) -> None:
+        """Raise DnsTempError at once when ``key`` or the servers are known to be failing."""
+        with self._lock:
+            probing = self._probing
+        if probing is not None:
+            probing.wait(self.probe_timeout + 1.0)
+        now = time.monotonic()
+        with self._lock:
+            if now < self._down_until:
+                self.fast_failures += 1
+                raise DnsTempError(
+                    f"{key[0]}/{key[1]}: name servers not answering"
+                    f" (not asked again for {self._down_until - now:.0f}s)"
+                )
+            expires = self._names.get(key)
+            if expires is not None:
+                if now < expires:
+                    self.fast_failures += 1
+                    raise DnsTempError(
+                        f"{key[0]}/{key[1]}: timed out {self.ttl - (expires - now):.0f}s ago"
+                        " (not asked again yet)"
+                    )
+                del self._names[key]
+
+    def timed_out(self, key: tuple[str, str], started: float) -> None:
+        """The lookup of ``key``, sent at monotonic time ``started``, got no answer in time."""
+        now = time.monotonic()
+        with self._lock:
+            self._names[key] = now + self.ttl
+            self._names.move_to_end(key)
+            while len(self._names) > MAX_REMEMBERED_FAILURES:
+                self._names.popitem(last=False)
+            if self._heard >= started or self._probing is not None or now < self._down_until:
+                return
+            event = self._probing = threading.Event()
+        probe = threading.Thread(target=self._run_probe, args=(event,), name="dns-probe")
+        probe.daemon = True
+        probe.start()
+
+    def _run_probe(self, event: threading.Event) -> None:
+        try:
+            alive = self._probe(self.probe_timeout)
+        except Exception:  # a broken probe must not leave lookups waiting
+            log.exception("DNS liveness probe failed")
+            alive = False
+        with self._lock:
+            self.probes += 1
+            if alive:
+                self._heard = time.monotonic()
+            else:
+                self._down_until = time.monotonic() + self.ttl
+                log.warning(
+                    "DNS: no name server answers; lookups fail at once (temperror) for %gs",
+                    self.ttl,
+                )
+            self._probing = None
+        event.set()
+
+
+RETRANSMIT_FIRST = 1.0  # seconds before the first retransmission (or the next server)
+RETRANSMIT_MAX = 4.0  # the interval doubles up to this
+
+
 def literal_name(name: str) -> dns.name.Name | None:
     """The absolute DNS name whose labels are exactly ``name``'s (None if it cannot be one).
 
@@ -194,11 +314,19 @@ def literal_name(name: str) -> dns.name.Name | None:
 
 
 class DnspythonResolver:
-    """The real resolver: one instance shared by every connection (dnspython is thread-safe).
+    """The real resolver: one instance shared by every connection (each lookup has its own sockets).
 
-    Answers are cached once, as finished :class:`Answer` objects in an :class:`AnswerCache`;
-    dnspython's own cache is not used (it would keep each whole response, wire bytes too).
-    ``cache_size`` (entries) or ``cache_bytes`` of 0 turns caching off.
+    A lookup gets the whole ``timeout`` (``dns.timeout``): its query goes out over UDP from
+    one socket, is retransmitted on that socket at 1, 3, 7... seconds (to the next name
+    server in turn, when there are several), and the first answer to any of the copies is
+    taken, so a server slower than the retransmission interval is still used. A truncated
+    answer is asked again over TCP; SERVFAIL/REFUSED from every server is a temperror.
+    dnspython parses and builds the messages.
+
+    Answers are cached once, as finished :class:`Answer` objects in an :class:`AnswerCache`.
+    ``cache_size`` (entries) or ``cache_bytes`` of 0 turns caching off. ``failure_ttl``:
+    seconds a failure is remembered (:class:`FailureMemory`); 0 (the default here; the
+    daemon's config default is ``DEFAULT_FAILURE_TTL``) turns that off.
     """
 
     def __init__(
@@ -207,25 +335,13 @@ class DnspythonResolver:
         timeout: float = 5.0,
         cache_size: int = 10000,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        failure_ttl: float = 0.0,
     ) -> None:
-        servers = [parse_nameserver(s) for s in nameservers]
-        if servers:
-            self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [ip for ip, _ in servers]
-            ports = {port for _, port in servers}
-            if len(ports) == 1:
-                self._resolver.port = ports.pop()
-            else:
-                self._resolver.nameserver_ports = dict(servers)
-        else:
-            self._resolver = dns.resolver.Resolver(configure=True)
-        self._resolver.search = []
-        self._resolver.use_search_by_default = False
-        self._resolver.timeout = min(timeout, 2.0)  # per attempt; lifetime bounds the total
-        self._resolver.lifetime = timeout
-        self._resolver.cache = None
+        servers = [parse_nameserver(s) for s in nameservers] or _system_nameservers()
+        self._resolver = WireResolver(servers, self._heard)
         self.timeout = timeout
         self.cache = AnswerCache(cache_bytes, cache_size) if cache_size and cache_bytes else None
+        self.failures = FailureMemory(failure_ttl, self._probe) if failure_ttl > 0 else None
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
@@ -235,28 +351,36 @@ class DnspythonResolver:
             hit = self.cache.get(key, time.time())
             if hit is not None:
                 return hit
+        if self.failures is not None:
+            self.failures.check(key)
         qname = literal_name(name)
         if qname is None:  # a label no DNS name can have: nothing exists there
             return Answer(name, rdtype, (), exists=False)
         lifetime = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
+        started = time.monotonic()
         try:
             answer = self._resolver.resolve(
                 qname, rdtype, lifetime=lifetime, search=False, raise_on_no_answer=False
             )
         except dns.resolver.NXDOMAIN as exc:
+            self._heard()
             result = Answer(name, rdtype, (), exists=False)
             responses = exc.kwargs.get("responses") or {}
             ttl = min((_negative_ttl(r) for r in responses.values()), default=0)
             self._keep(key, result, ttl)
             return result
         except dns.resolver.NoNameservers as exc:  # SERVFAIL / REFUSED from every server
+            self._heard()
             raise DnsTempError(f"{name}/{rdtype}: no nameserver answered ({_short(exc)})") from None
         except dns.exception.Timeout:
+            if self.failures is not None:
+                self.failures.timed_out(key, started)
             raise DnsTempError(f"{name}/{rdtype}: timed out after {lifetime:g}s") from None
         except dns.resolver.YXDOMAIN:
             raise DnsTempError(f"{name}/{rdtype}: name too long after DNAME") from None
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{name}/{rdtype}: {_short(exc)}") from None
+        self._heard()
         if answer.rrset is None:
             result = Answer(name, rdtype, ())
             self._keep(key, result, _negative_ttl(answer.response))
@@ -268,6 +392,212 @@ class DnspythonResolver:
     def _keep(self, key: tuple[str, str], answer: Answer, ttl: float) -> None:
         if self.cache is not None and ttl > 0:
             self.cache.put(key, answer, time.time() + ttl)
+
+    def _heard(self) -> None:
+        if self.failures is not None:
+            self.failures.heard()
+
+    def _probe(self, timeout: float) -> bool:
+        """Does any name server answer anything (the root's NS, which resolvers keep)?"""
+        try:
+            self._resolver.resolve(
+                dns.name.root, "NS", lifetime=timeout, search=False, raise_on_no_answer=False
+            )
+        except dns.exception.Timeout:
+            return False
+        except dns.exception.DNSException:
+            return True  # NXDOMAIN, SERVFAIL, REFUSED...: an answer all the same
+        return True
+
+
+class WireResolver:
+    """dnspython's ``Resolver.resolve`` as DnspythonResolver uses it, over :class:`_Exchange`.
+
+    Returns a ``dns.resolver.Answer`` and raises dnspython's exceptions (NXDOMAIN,
+    NoNameservers, Timeout, YXDOMAIN), so DnspythonResolver reads its results as it read
+    dnspython's resolver's. ``heard()`` is called for every answer received.
+    """
+
+    cache = None  # no second cache: DnspythonResolver keeps the finished answers
+
+    def __init__(self, servers: Iterable[tuple[str, int]], heard: Callable[[], None]) -> None:
+        self.servers = tuple((ipaddress.ip_address(ip).compressed, port) for ip, port in servers)
+        self.heard = heard
+
+    def resolve(
+        self,
+        qname: dns.name.Name,
+        rdtype: str,
+        *,
+        lifetime: float,
+        search: bool = False,
+        raise_on_no_answer: bool = False,
+    ) -> dns.resolver.Answer:
+        """One lookup of an absolute name (no search list; NODATA is an empty Answer)."""
+        name = qname
+        qtype = dns.rdatatype.from_text(rdtype)
+        with _Exchange(self.servers, name, qtype, lifetime, self.heard) as exchange:
+            response = exchange.run()
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            raise dns.resolver.NXDOMAIN(qnames=[name], responses={name: response})  # type: ignore[no-untyped-call]
+        if rcode == dns.rcode.YXDOMAIN:
+            raise dns.resolver.YXDOMAIN
+        if not isinstance(response, dns.message.QueryMessage):  # from_wire gives one for QUERY
+            raise dns.resolver.NoNameservers("not an answer to a query")  # type: ignore[no-untyped-call]
+        answer = dns.resolver.Answer(name, qtype, dns.rdataclass.IN, response)
+        if raise_on_no_answer and answer.rrset is None:
+            raise dns.resolver.NoAnswer(response=response)  # type: ignore[no-untyped-call]
+        return answer
+
+
+class _Exchange:
+    """One lookup on the wire: UDP from one socket per address family, retransmitted on it.
+
+    The query (no EDNS, as dnspython's resolver sends it: answers over 512 bytes come with
+    TC and are asked again over TCP) goes to the servers in turn at 0, 1, 3, 7... seconds;
+    an answer to any copy counts, so a late answer to the first is never lost. NOERROR,
+    NXDOMAIN and YXDOMAIN end the lookup; any other rcode (SERVFAIL, REFUSED...) rules that
+    server out, and all of them out is NoNameservers at once; nothing usable by the
+    deadline: dns.exception.Timeout.
+    """
+
+    def __init__(
+        self,
+        servers: tuple[tuple[str, int], ...],
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        lifetime: float,
+        heard: Callable[[], None],
+    ) -> None:
+        self.servers = servers
+        self.deadline = time.monotonic() + lifetime
+        self.query = dns.message.make_query(qname, rdtype)
+        self.wire = self.query.to_wire()
+        self.heard = heard
+        self.socks: dict[int, socket.socket] = {}
+        self.failed: dict[tuple[str, int], str] = {}
+        self.asked: set[tuple[str, int]] = set()
+        self.turn = 0
+        self.interval = min(RETRANSMIT_FIRST, lifetime / 2)
+        self.next_send = time.monotonic()
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self.socks.values():
+            sock.close()
+
+    def run(self) -> dns.message.Message:
+        while True:
+            now = time.monotonic()
+            if now >= self.deadline:
+                raise dns.exception.Timeout(timeout=0.0)  # type: ignore[no-untyped-call]
+            if now >= self.next_send:
+                self._send_next(now)
+            wait = min(self.next_send, self.deadline) - now
+            for sock in _wait_readable(list(self.socks.values()), wait):
+                got = _receive(sock, self.query, self.asked)
+                if got is None:
+                    continue
+                self.heard()
+                response = self._usable(*got)
+                if response is not None:
+                    return response
+
+    def _send_next(self, now: float) -> None:
+        pending = [s for s in self.servers if s not in self.failed]
+        server = pending[self.turn % len(pending)]
+        self.turn += 1
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        sock = self.socks.get(family)
+        if sock is None:
+            sock = self.socks[family] = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+        with contextlib.suppress(OSError):  # unreachable now: the others, or the deadline
+            sock.sendto(self.wire, server)
+        self.asked.add(server)
+        self.next_send = now + self.interval
+        self.interval = min(self.interval * 2, RETRANSMIT_MAX)
+
+    def _usable(
+        self, server: tuple[str, int], response: dns.message.Message
+    ) -> dns.message.Message | None:
+        """The response if it ends the lookup; None to go on waiting (or asking)."""
+        if response.flags & dns.flags.TC:
+            over_tcp = self._tcp(server)
+            if over_tcp is None:
+                return None
+            response = over_tcp
+        rcode = response.rcode()
+        if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN):
+            return response
+        self._fail(server, dns.rcode.to_text(rcode))
+        self.next_send = time.monotonic()  # ask the next server now
+        return None
+
+    def _tcp(self, server: tuple[str, int]) -> dns.message.Message | None:
+        """A truncated UDP answer: the same question over TCP to the same server."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise dns.exception.Timeout(timeout=0.0)  # type: ignore[no-untyped-call]
+        try:
+            return dns.query.tcp(self.query, server[0], timeout=remaining, port=server[1])
+        except dns.exception.Timeout:
+            raise dns.exception.Timeout from None
+        except (OSError, dns.exception.DNSException) as exc:
+            self._fail(server, f"TCP: {_short(exc)}")
+            return None
+
+    def _fail(self, server: tuple[str, int], why: str) -> None:
+        self.failed[server] = why
+        if len(self.failed) == len(self.servers):
+            servers = ", ".join(f"{ip}:{port} {text}" for (ip, port), text in self.failed.items())
+            raise dns.resolver.NoNameservers(servers)  # type: ignore[no-untyped-call]
+
+
+def _system_nameservers() -> list[tuple[str, int]]:
+    """The name servers of /etc/resolv.conf (dnspython reads it)."""
+    conf = dns.resolver.Resolver(configure=True)
+    out = []
+    for ns in conf.nameservers:
+        if isinstance(ns, str):
+            out.append((ns, conf.port))
+        else:  # dnspython >= 2.4 may hold Nameserver objects
+            out.append((str(ns.address), int(getattr(ns, "port", conf.port))))  # type: ignore[attr-defined]
+    return out
+
+
+def _wait_readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    if timeout <= 0:
+        return []
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        poller.register(sock.fileno(), select.POLLIN)
+        by_fd[sock.fileno()] = sock
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
+
+def _receive(
+    sock: socket.socket, query: dns.message.Message, asked: set[tuple[str, int]]
+) -> tuple[tuple[str, int], dns.message.Message] | None:
+    """One datagram: an answer to ``query`` from a server it was sent to, or None."""
+    try:
+        wire, source = sock.recvfrom(65535)
+    except OSError:  # nothing after all, or an ICMP error reported on the socket
+        return None
+    server = (ipaddress.ip_address(source[0]).compressed, int(source[1]))
+    if server not in asked:
+        return None
+    try:
+        response = dns.message.from_wire(wire, ignore_trailing=True)
+    except dns.exception.DNSException:
+        return None
+    if not query.is_response(response):
+        return None
+    return server, response
 
 
 def _negative_ttl(response: dns.message.Message) -> float:

@@ -10,10 +10,15 @@ lives on the instance (one per connection). :func:`prepare`, :func:`open_socket`
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
 import itertools
 import logging
+import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -198,9 +203,78 @@ def open_socket(remove_stale: bool, what: str) -> None:
         raise AuthmilterError(f"cannot open milter socket {what}") from None
 
 
-def main_loop() -> None:
-    """libmilter's main loop, until TERM/INT/HUP."""
+# libmilter's listener polls its socket for up to MI_CHK_TIME (5 s) before it looks at its stop
+# flag again, so a TERM (or smfi_stop) takes up to 5 s to stop it. A watcher thread reads the
+# flag (mi_stop(), lock-free) and interrupts that poll with a signal sent to the main thread:
+# poll returns EINTR and the listener sees the flag at once.
+WAKE_SIGNAL = signal.SIGUSR2
+WATCH_INTERVAL = 0.1  # seconds between two looks at the stop flag and the parent
+MILTER_CONT = 0  # libmilter's mi_stop() value while running
+
+
+def _libmilter() -> ctypes.CDLL | None:
+    """libmilter as pymilter loaded it (symbols are looked up through pymilter's module)."""
+    try:
+        lib = ctypes.CDLL(milter.__file__)
+        lib.mi_stop.restype = ctypes.c_int
+        lib.mi_stop.argtypes = []
+    except (OSError, AttributeError, TypeError):
+        return None
+    return lib
+
+
+class StopWatcher(threading.Thread):
+    """Makes libmilter's main loop stop promptly; in a worker, also when its parent is gone.
+
+    ``parent``: the supervisor's pid. When the worker's parent changes (the supervisor was
+    killed; ``PR_SET_PDEATHSIG`` normally says so first), the worker sends itself SIGTERM,
+    which libmilter's signal thread turns into a clean stop.
+    """
+
+    def __init__(self, parent: int | None = None) -> None:
+        super().__init__(name="stop-watcher", daemon=True)
+        self.parent = parent
+        self._main = threading.main_thread().ident
+        self._done = threading.Event()
+        self._lib = _libmilter()
+        self._orphaned = False
+
+    def run(self) -> None:
+        while not self._done.wait(WATCH_INTERVAL):
+            if self.parent is not None and not self._orphaned and os.getppid() != self.parent:
+                self._orphaned = True
+                log.warning("supervisor (pid %d) is gone: stopping", self.parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+            if self._stopping() and self._main is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pthread_kill(self._main, WAKE_SIGNAL)
+
+    def _stopping(self) -> bool:
+        if self._lib is None:
+            return self._orphaned
+        return int(self._lib.mi_stop()) != MILTER_CONT
+
+    def finish(self) -> None:
+        """The main loop has returned: stop watching."""
+        self._done.set()
+
+
+def main_loop(parent: int | None = None) -> None:
+    """libmilter's main loop, until TERM/INT/HUP (or, given ``parent``, until it is gone).
+
+    Call from the main thread, with TERM/INT/HUP blocked (libmilter's signal thread waits
+    for them).
+    """
+    signal.signal(WAKE_SIGNAL, _woken)
+    watcher = StopWatcher(parent)
+    watcher.start()
     try:
         milter.main()
     except milter.error as exc:
         raise AuthmilterError(f"milter main loop failed: {exc}") from None
+    finally:
+        watcher.finish()
+
+
+def _woken(signum: int, frame: object) -> None:
+    """WAKE_SIGNAL's handler: nothing to do, the signal only interrupts libmilter's poll."""

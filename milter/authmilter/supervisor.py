@@ -4,11 +4,17 @@ libmilter serialises Python callbacks on the GIL, so one process uses one core. 
 opens the socket, forks the workers (each runs libmilter on ``fd:N``), forwards SIGUSR1
 (reload) and the stop signals to them, and restarts a worker that dies, unless workers die
 too often, which stops the whole daemon with an error rather than looping.
+
+Workers never outlive the supervisor: each asks the kernel for SIGTERM when its parent dies
+(:func:`die_with_parent`) and also watches its parent id (the adapter's stop watcher), so a
+killed supervisor leaves nothing serving on the old socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -96,6 +102,25 @@ class Supervisor:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
             self.workers.clear()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
+    """In a forked worker: have the kernel send ``sig`` when the parent dies.
+
+    False when the parent is already gone (it died before the request took effect): the
+    caller must exit. The setting survives until the worker changes credentials, which
+    workers never do (privileges are dropped before the fork).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError):  # not Linux: the adapter's parent check still works
+        log.warning("prctl(PR_SET_PDEATHSIG) is not available")
+    return os.getppid() == parent
 
 
 def _reap() -> list[tuple[int, int]]:
