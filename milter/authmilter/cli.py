@@ -277,6 +277,7 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
     reply = decision.reply
     spf = results.spf if results else None
     dmarc = results.dmarc if results else None
+    iprev = results.iprev if results else None
     return {
         "action": decision.action.value,
         "reply": None
@@ -289,6 +290,14 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
             "identity": spf.identity,
             "domain": spf.domain,
             "reason": spf.reason,
+        },
+        "iprev": None
+        if iprev is None
+        else {
+            "result": iprev.result.value,
+            "ip": iprev.ip,
+            "name": iprev.name,
+            "reason": iprev.reason,
         },
         "dkim": [
             {
