@@ -118,8 +118,20 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="also check this DKIM selector, without a private key (repeatable)",
     )
-    dns.add_argument("--zone", metavar="FILE", action="append", default=[])
-    dns.add_argument("--nameserver", metavar="HOST[:PORT]", action="append", default=[])
+    dns.add_argument(
+        "--zone",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="answer DNS from this RFC 1035 zone file (repeatable)",
+    )
+    dns.add_argument(
+        "--nameserver",
+        metavar="HOST[:PORT]",
+        action="append",
+        default=[],
+        help="ask this name server instead of the configured ones (repeatable)",
+    )
     dns.add_argument("--json", action="store_true", help="print one JSON object")
     dns.add_argument(
         "domains", nargs="*", metavar="DOMAIN", help="default: every domain of the signing keys"

@@ -113,7 +113,7 @@ class _Walk:
             except spf.PermError as exc:
                 self._error(
                     "spf-syntax",
-                    f"{shown(term, 60)} in the SPF record of {domain}: {exc.msg}",
+                    f"{shown(term, 60)} in the SPF record of {domain}: {shown(str(exc.msg), 100)}",
                     f"correct or remove {shown(term, 60)} (RFC 7208 section 5)",
                 )
                 return
