@@ -1,7 +1,8 @@
-"""Command line: ``authmilter run | check-config | test | genkey``.
+"""Command line: ``authmilter run | check-config | test | dns-check | genkey``.
 
 ``main(argv)`` returns the exit status: 0 done (whatever the verdict), 2 usage error,
-78 configuration error. Errors are one line on stderr.
+78 configuration error; ``dns-check`` also 1 (errors found) and 75 (DNS trouble). Errors are
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -85,6 +86,57 @@ def _parser() -> argparse.ArgumentParser:
         help="message file, or - for standard input (default)",
     )
 
+    dns = sub.add_parser(
+        "dns-check",
+        help="audit our own domains' SPF, DKIM, DMARC and MX records and this host's PTR",
+    )
+    dns.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config file (default: {DEFAULT_PATH}; when it does not exist and domains "
+        "are named, the built-in defaults)",
+    )
+    dns.add_argument(
+        "--host",
+        metavar="NAME",
+        default="",
+        help="this host's name (HELO, PTR); default: its fully qualified name",
+    )
+    dns.add_argument(
+        "--ip",
+        metavar="IP",
+        action="append",
+        default=[],
+        help="an outgoing address of this host (repeatable); default: the addresses of --host",
+    )
+    dns.add_argument(
+        "--selector",
+        metavar="SEL",
+        action="append",
+        default=[],
+        help="also check this DKIM selector, without a private key (repeatable)",
+    )
+    dns.add_argument(
+        "--zone",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="answer DNS from this RFC 1035 zone file (repeatable)",
+    )
+    dns.add_argument(
+        "--nameserver",
+        metavar="HOST[:PORT]",
+        action="append",
+        default=[],
+        help="ask this name server instead of the configured ones (repeatable)",
+    )
+    dns.add_argument("--json", action="store_true", help="print one JSON object")
+    dns.add_argument(
+        "domains", nargs="*", metavar="DOMAIN", help="default: every domain of the signing keys"
+    )
+
     sub.add_parser(
         "genkey", help="generate a DKIM key pair (opendkim-genkey compatible)", add_help=False
     )
@@ -102,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         if args.command is None:
             raise UsageError(
-                "authmilter: a command is required: run, check-config, test, genkey (see --help)"
+                "authmilter: a command is required: run, check-config, test, dns-check, genkey "
+                "(see --help)"
             )
         if args.command == "run":
             from authmilter import daemon  # noqa: PLC0415  (imports libmilter)
@@ -110,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return daemon.run(args.config)
         if args.command == "check-config":
             return _check_config(args.config, args.dns)
+        if args.command == "dns-check":
+            return _dns_check(args)
         return _test(args)
     except AuthmilterError as exc:
         print(f"authmilter: {exc}", file=sys.stderr)
@@ -151,6 +206,46 @@ def _check_config(path: str, dns: bool) -> int:
         print(f"  {check.record_name}: {check.status.value}{detail}")
         problems += check.status != KeyStatus.OK
     return 1 if problems else 0
+
+
+def _dns_check(args: argparse.Namespace) -> int:
+    """Audit the named domains (or the signing keys' domains); exit 0, 1 or 75."""
+    from authmilter import compose  # noqa: PLC0415
+    from authmilter.audit.run import audit, signing_domains  # noqa: PLC0415
+    from authmilter.checks.dkim_key import a_label  # noqa: PLC0415
+    from authmilter.config import host_name  # noqa: PLC0415
+
+    path = args.config
+    if path is None:  # the installed config; a domain may be checked without one
+        path = None if args.domains and not Path(DEFAULT_PATH).exists() else DEFAULT_PATH
+    cfg = compose.load_config(path)
+    try:
+        resolver = compose.make_resolver(cfg, zones=args.zone, nameservers=args.nameserver)
+        addresses = [ipaddress.ip_address(ip) for ip in args.ip]
+    except UsageError as exc:
+        raise UsageError(f"authmilter dns-check: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"authmilter dns-check: --ip: {exc}") from None
+    engine = compose.build_engine(
+        cfg, resolver, warn_unsafe_keys=_unsafe_key_warning("dns-check", "")
+    )
+    domains = []
+    for name in args.domains or signing_domains(engine):
+        domain = a_label(name.rstrip("."))
+        if domain is None:
+            raise UsageError(f"authmilter dns-check: {name!r} is not a domain name")
+        domains.append(domain)
+    if not domains:
+        raise UsageError(
+            "authmilter dns-check: no signing key names a domain: name the domains to check"
+        )
+    host = (args.host or host_name()).rstrip(".").lower()
+    report = audit(engine, domains, host=host, addresses=addresses, selectors=args.selector)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text())
+    return report.exit_code
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -277,6 +372,7 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
     reply = decision.reply
     spf = results.spf if results else None
     dmarc = results.dmarc if results else None
+    iprev = results.iprev if results else None
     return {
         "action": decision.action.value,
         "reply": None
@@ -289,6 +385,14 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
             "identity": spf.identity,
             "domain": spf.domain,
             "reason": spf.reason,
+        },
+        "iprev": None
+        if iprev is None
+        else {
+            "result": iprev.result.value,
+            "ip": iprev.ip,
+            "name": iprev.name,
+            "reason": iprev.reason,
         },
         "dkim": [
             {

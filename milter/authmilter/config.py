@@ -201,6 +201,14 @@ class SpfConfig:
     received_spf_header: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class IprevConfig:
+    """[iprev]: forward-confirmed reverse DNS of the client (RFC 8601 section 3)."""
+
+    enabled: bool = True  # report iprev= in Authentication-Results and the log line
+    reject_fail: bool = False  # 550 5.7.25 at RCPT TO for iprev=fail (untrusted clients only)
+
+
 # Caps on what one DKIM signature may make us do before its b= is checked (anyone with a
 # key in his own DNS and a correct bh= gets that far). A refused signature is "policy".
 #
@@ -287,6 +295,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     spf: SpfConfig = field(default_factory=SpfConfig)
+    iprev: IprevConfig = field(default_factory=IprevConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     dmarc: DmarcConfig = field(default_factory=DmarcConfig)
     from_: FromConfig = field(default_factory=FromConfig, metadata={"key": "from"})

@@ -4,8 +4,10 @@ An :class:`Engine` is immutable and shared by every connection; a reload builds 
 (:mod:`authmilter.compose` builds it). The :class:`~authmilter.session.Session` calls the
 stages in SMTP order:
 
-1. MAIL FROM: :meth:`Engine.classify` (who is "us") and :meth:`Engine.check_envelope` (SPF);
-2. each RCPT TO: :meth:`Engine.check_recipient` (reject on SPF fail, when configured);
+1. MAIL FROM: :meth:`Engine.classify` (who is "us"), :meth:`Engine.check_envelope` (SPF)
+   and :meth:`Engine.check_client` (iprev);
+2. each RCPT TO: :meth:`Engine.check_recipient` (reject on SPF or iprev fail, when
+   configured);
 3. end of headers: :meth:`Engine.body_specs` (the body hashes to stream);
 4. end of message: :meth:`Engine.evaluate`: :meth:`Engine.authenticate` (the checks), then
    the inbound policy or the outbound rules, then the header edits.
@@ -22,13 +24,14 @@ from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
 from authmilter.checks.fromdisplay import check_from_display
 from authmilter.checks.fromfield import parse_from
+from authmilter.checks.iprev import check_iprev
 from authmilter.checks.spf import check_helo, check_spf
 from authmilter.config import Config
 from authmilter.decision import Decision
 from authmilter.dnsresolver import Resolver
 from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
-from authmilter.results import AuthResults, SpfResult
+from authmilter.results import AuthResults, IprevResult, SpfResult
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
 from authmilter.trust import Trust, TrustPolicy
@@ -63,9 +66,19 @@ class Engine:
             return None
         return check_spf(env, self.resolver, self.config.spf, receiver=self.authserv_id)
 
-    def check_recipient(self, env: Envelope, spf: SpfResult | None) -> Decision | None:
-        """A reject at RCPT TO, when configured for SPF fail."""
-        return policy.rcpt_decision(spf.result if spf else None, env.mail_from_domain, self.config)
+    def check_client(self, env: Envelope) -> IprevResult | None:
+        """iprev at MAIL FROM time; None when it does not apply (off, trusted, no address)."""
+        if not self.config.iprev.enabled or env.client_ip is None or self.classify(env):
+            return None
+        return check_iprev(env.client_ip, self.resolver, 2 * self.config.dns.timeout)
+
+    def check_recipient(
+        self, env: Envelope, spf: SpfResult | None, iprev: IprevResult | None = None
+    ) -> Decision | None:
+        """A reject at RCPT TO, when configured for SPF fail or iprev fail."""
+        return policy.rcpt_decision(
+            spf.result if spf else None, env.mail_from_domain, self.config
+        ) or policy.iprev_decision(iprev, self.config)
 
     def body_specs(self, env: Envelope, headers: Sequence[HeaderField]) -> frozenset[BodySpec]:
         """The body hashes this message will need, so that the body can stream."""
@@ -77,10 +90,10 @@ class Engine:
         return body_specs(headers, self.config.dkim.max_signatures)
 
     def evaluate(
-        self, tx: Transaction, spf: SpfResult | None = None
+        self, tx: Transaction, spf: SpfResult | None = None, iprev: IprevResult | None = None
     ) -> tuple[AuthResults, Decision]:
         """End of message: the checks' results and the decision with its header edits."""
-        results = self.authenticate(tx, spf)
+        results = self.authenticate(tx, spf, iprev)
         if results.trusted:
             binds = self.trust.login_map_binds(results.trusted)
             decision, signatures = outbound.decide_outbound(
@@ -99,14 +112,22 @@ class Engine:
 
     # ------------------------------------------------------------------ the checks
 
-    def authenticate(self, tx: Transaction, spf: SpfResult | None = None) -> AuthResults:
-        """Run the inbound checks (or note why they are skipped). Pure but for DNS."""
+    def authenticate(
+        self, tx: Transaction, spf: SpfResult | None = None, iprev: IprevResult | None = None
+    ) -> AuthResults:
+        """Run the inbound checks (or note why they are skipped). Pure but for DNS.
+
+        ``spf`` and ``iprev`` are the MAIL FROM stage's results; when not given, they are
+        computed here.
+        """
         env = tx.envelope
         trusted = self.classify(env)
         from_field = parse_from(tx)
         if trusted:
             return AuthResults(from_field=from_field, trusted=trusted)
         cfg = self.config
+        if iprev is None:
+            iprev = self.check_client(env)
         if spf is None and cfg.spf.enabled:
             spf = check_spf(env, self.resolver, cfg.spf, receiver=self.authserv_id)
         helo_spf = None
@@ -132,6 +153,7 @@ class Engine:
             dmarc=dmarc,
             from_field=from_field,
             from_warnings=warnings,
+            iprev=iprev,
         )
 
     @property

@@ -41,6 +41,7 @@ from authmilter.results import (
     DkimResult,
     DmarcResult,
     FromWarning,
+    IprevResult,
     Result,
     SpfResult,
 )
@@ -241,6 +242,19 @@ def _spf_atoms(spf: SpfResult, envelope: Envelope) -> list[str]:
     return _resinfo("spf", Result(spf.result).value, reason=reason, props=props)
 
 
+def _iprev_atoms(iprev: IprevResult) -> list[str]:
+    """``iprev=RESULT [reason] policy.iprev=IP [(name)]`` (RFC 8601 sections 2.7.3, 3).
+
+    The confirmed name goes in a comment after the address, as RFC 8601's examples do; it
+    is a host name (checks/iprev.py keeps no other) and is sanitised like any comment.
+    """
+    reason = iprev.reason if iprev.result != Result.PASS else ""
+    atoms = _resinfo("iprev", Result(iprev.result).value, reason=reason)
+    atoms.append(f"policy.iprev={render_value(iprev.ip)}")
+    atoms.extend(_split_comment(render_comment(iprev.name)))
+    return atoms
+
+
 def _dkim_atoms(sig: DkimResult) -> list[str]:
     notes = []
     if sig.key_bits > 0:
@@ -294,7 +308,7 @@ def render_authentication_results(
     """The value of one Authentication-Results field (RFC 8601 section 2.2), folded.
 
     Methods in order: auth (for SASL-authenticated senders; ``login`` adds
-    ``smtp.auth=<user>``), spf, spf for HELO, every dkim signature in order, dmarc;
+    ``smtp.auth=<user>``), iprev, spf, spf for HELO, every dkim signature in order, dmarc;
     ``<id>; none`` when there is nothing. ``disposition`` (what local policy did) adds
     ``dis=`` to the dmarc comment when given; each From warning adds a comment at the end
     of the dmarc result.
@@ -304,6 +318,8 @@ def render_authentication_results(
         user = (envelope.auth_user or "") if login else ""
         props = [("smtp.auth", render_value(user, address=True) if user else "")]
         groups.append(_resinfo("auth", Result.PASS.value, props=props))
+    if results.iprev is not None:
+        groups.append(_iprev_atoms(results.iprev))
     if results.spf is not None:
         groups.append(_spf_atoms(results.spf, envelope))
     if results.helo_spf is not None:

@@ -23,6 +23,9 @@ def result_pairs(results: AuthResults) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     if results.trusted:
         out.append(("trusted", results.trusted.value))
+    if results.iprev is not None:
+        name = f"({safe(results.iprev.name)})" if results.iprev.name else ""
+        out.append(("iprev", f"{results.iprev.result.value}{name}"))
     if results.spf is not None:
         spf = results.spf
         out.append(("spf", f"{spf.result.value}({spf.identity}:{safe(spf.domain)})"))

@@ -12,7 +12,14 @@ import dataclasses
 from authmilter import replies
 from authmilter.config import Config
 from authmilter.decision import ACCEPT, Action, Decision
-from authmilter.results import AuthResults, Disposition, DmarcResult, FromStatus, Result
+from authmilter.results import (
+    AuthResults,
+    Disposition,
+    DmarcResult,
+    FromStatus,
+    IprevResult,
+    Result,
+)
 
 _FROM_RULES = {
     FromStatus.MISSING: ("missing_from", "message has no From field"),
@@ -112,4 +119,15 @@ def rcpt_decision(spf_result: Result | None, domain: str, cfg: Config) -> Decisi
     """Reject at RCPT TO on SPF fail when so configured (policyd-spf style)."""
     if cfg.spf.reject_fail_at_rcpt and spf_result == Result.FAIL:
         return Decision(Action.REJECT, replies.spf_fail(domain), why="spf:fail@rcpt")
+    return None
+
+
+def iprev_decision(iprev: IprevResult | None, cfg: Config) -> Decision | None:
+    """Reject iprev ``fail`` at RCPT TO when so configured (never permerror or temperror).
+
+    Trusted clients are never checked (``iprev`` is None for them), so this cannot refuse
+    our own users, wherever they connect from.
+    """
+    if cfg.iprev.reject_fail and iprev is not None and iprev.result == Result.FAIL:
+        return Decision(Action.REJECT, replies.iprev_fail(iprev.ip), why="iprev:fail@rcpt")
     return None

@@ -10,6 +10,11 @@ def spf_fail(domain: str) -> Reply:
     return Reply(550, "5.7.23", f"SPF check failed: {domain or 'sender'} does not permit this host")
 
 
+def iprev_fail(ip: str) -> Reply:
+    """550 5.7.25 (RFC 7372 "reverse DNS validation failed") for iprev=fail."""
+    return Reply(550, "5.7.25", f"reverse DNS validation failed: no PTR name of {ip} resolves back")
+
+
 def dmarc_reject(template: str, domain: str) -> Reply:
     """550 5.7.26 (RFC 7372) with the configured text; ``{domain}`` is the author domain."""
     return Reply(550, "5.7.26", template.replace("{domain}", domain))

@@ -49,6 +49,17 @@ class DkimResult:
     body_length: int | None = None  # l=, when the signature covers only part of the body
 
 
+@dataclass(frozen=True, slots=True)
+class IprevResult:
+    """Outcome of the iprev check (RFC 8601 sections 2.7.3 and 3) of the client address."""
+
+    result: Result  # pass | fail | temperror | permerror
+    ip: str  # the client address (policy.iprev)
+    name: str = ""  # the forward-confirmed host name (pass only)
+    names: int = 0  # PTR names found (host names only)
+    reason: str = ""  # fixed words, never DNS data
+
+
 class Disposition(StrEnum):
     """What DMARC asks for (the policy that applies), before local policy."""
 
@@ -130,3 +141,4 @@ class AuthResults:
     from_field: FromField | None = None
     from_warnings: tuple[FromWarning, ...] = ()  # at most one per kind
     trusted: Trust | None = None  # why inbound checks were skipped; None for inbound mail
+    iprev: IprevResult | None = None  # None: not evaluated (off, trusted, no client address)

@@ -24,7 +24,7 @@ from authmilter.checks.dkim_body import BodyHasher
 from authmilter.decision import Action, Decision
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, IPAddress, Transaction, strip_brackets, to_crlf
-from authmilter.results import AuthResults, SpfResult
+from authmilter.results import AuthResults, IprevResult, SpfResult
 
 log = logging.getLogger("authmilter")
 
@@ -45,6 +45,7 @@ class Session:
         self.headers: list[HeaderField] = []
         self.hasher: BodyHasher | None = None
         self.spf: SpfResult | None = None
+        self.iprev: IprevResult | None = None
         self.results: AuthResults | None = None  # set at end of message
         self.error = ""
         self.started = time.monotonic()
@@ -62,7 +63,7 @@ class Session:
     def mail_from(
         self, address: str, auth_user: str | None, queue_id: str = "", daemon_name: str = ""
     ) -> None:
-        """MAIL FROM starts a message: reset, then SPF."""
+        """MAIL FROM starts a message: reset, then SPF and iprev."""
         self._reset()
         self.env = dataclasses.replace(
             self.env,
@@ -73,6 +74,7 @@ class Session:
             daemon_name=daemon_name or self.env.daemon_name,
         )
         self.spf = self._guard("envfrom", lambda: self.engine.check_envelope(self.env), None)
+        self.iprev = self._guard("envfrom", lambda: self.engine.check_client(self.env), None)
 
     def recipient(self, address: str) -> Decision | None:
         """RCPT TO: None to go on, or a decision that refuses this recipient (logged)."""
@@ -80,7 +82,7 @@ class Session:
             self.env, rcpt_to=(*self.env.rcpt_to, strip_brackets(address))
         )
         decision = self._guard(
-            "envrcpt", lambda: self.engine.check_recipient(self.env, self.spf), None
+            "envrcpt", lambda: self.engine.check_recipient(self.env, self.spf, self.iprev), None
         )
         if decision is not None:
             self._log(logline.decision_pairs(decision))
@@ -132,7 +134,7 @@ class Session:
             body_size=self.hasher.size,
             body_digests=self.hasher.digests(),
         )
-        self.results, decision = self.engine.evaluate(tx, self.spf)
+        self.results, decision = self.engine.evaluate(tx, self.spf, self.iprev)
         return decision
 
     def _guard(self, stage: str, step: Callable[[], T], default: T) -> T:

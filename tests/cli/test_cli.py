@@ -198,9 +198,9 @@ def test_body_reaches_the_checks_streamed_in_postfix_chunks(
         chunks.append(len(chunk))
         update(self, chunk)
 
-    def spying(self: Engine, tx: object, spf: object = None) -> object:
+    def spying(self: Engine, tx: object, spf: object = None, iprev: object = None) -> object:
         seen.append(tx)
-        return evaluate(self, tx, spf)  # type: ignore[arg-type]
+        return evaluate(self, tx, spf, iprev)  # type: ignore[arg-type]
 
     monkeypatch.setattr(BodyHasher, "update", counting)
     monkeypatch.setattr(Engine, "evaluate", spying)
@@ -249,3 +249,26 @@ def test_verbose_prints_the_daemons_log_line_and_leaves_logging_as_it_was(
     err = capsys.readouterr().err
     assert "INFO qid=TEST conn=test" in err and "action=accept" in err
     assert (logger.propagate, logger.level, list(logger.handlers)) == before
+
+
+def test_json_iprev_field(capsys: pytest.CaptureFixture[str]) -> None:
+    """iprev: the example zone's PTR confirms 192.0.2.25; another address has none; null
+    without a client address."""
+    common = ["--helo", "mail.example.net", "--mail-from", "alice@example.net"]
+    good = run_json(capsys, *ZONE, "--client-ip", "192.0.2.25", *common, str(EX / "signed.eml"))
+    assert good["iprev"] == {
+        "result": "pass",
+        "ip": "192.0.2.25",
+        "name": "mail.example.net",
+        "reason": "",
+    }
+    assert "iprev=pass policy.iprev=192.0.2.25 (mail.example.net);" in str(good["headers"])
+    other = run_json(capsys, *ZONE, "--client-ip", "203.0.113.9", *common, str(EX / "signed.eml"))
+    assert other["iprev"] == {
+        "result": "permerror",
+        "ip": "203.0.113.9",
+        "name": "",
+        "reason": "no PTR record",
+    }
+    none = run_json(capsys, *ZONE, *common, str(EX / "signed.eml"))
+    assert none["iprev"] is None

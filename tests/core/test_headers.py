@@ -25,6 +25,7 @@ from authmilter.results import (
     DkimResult,
     DmarcResult,
     FromWarning,
+    IprevResult,
     Result,
     SpfResult,
 )
@@ -750,3 +751,72 @@ def test_find_forged_on_our_own_output() -> None:
     ours = ar(AuthResults(spf=SPF_PASS, dkim=(sig(),)))
     fields = [ar_field(" " + ours.replace("\n", "\r\n")), ar_field(" x.example; none")]
     assert find_forged(fields, AID) == (1,)
+
+
+# --------------------------------------------------------------------------- iprev
+
+
+IPREV_PASS = IprevResult(Result.PASS, "192.0.2.25", name="mail.example.net", names=1)
+
+
+def test_golden_iprev_pass_first_with_the_name_in_a_comment() -> None:
+    value = ar(AuthResults(iprev=IPREV_PASS, spf=SPF_PASS))
+    assert value == (
+        "mx.example.org;\n"
+        "\tiprev=pass policy.iprev=192.0.2.25 (mail.example.net);\n"
+        "\tspf=pass smtp.mailfrom=alice@example.com"
+    )
+    expected = [
+        Res("iprev", "pass", None, [("policy.iprev", "192.0.2.25")]),
+        Res("spf", "pass", None, [("smtp.mailfrom", "alice@example.com")]),
+    ]
+    assert strict_parse(value) == (AID, expected)
+    assert authres_parse(value) == (AID, expected)
+    assert authres_parse(value, "simple") == (AID, expected)
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        (Result.FAIL, "the PTR name does not resolve back"),
+        (Result.PERMERROR, "no PTR record"),
+        (Result.TEMPERROR, "PTR lookup failed"),
+    ],
+)
+def test_iprev_other_results_have_a_reason_and_no_name(result: Result, reason: str) -> None:
+    value = ar(AuthResults(iprev=IprevResult(result, "203.0.113.9", reason=reason)))
+    assert value.replace("\n\t", " ") == (
+        f'mx.example.org; iprev={result} reason="{reason}" policy.iprev=203.0.113.9'
+    )
+    expected = [Res("iprev", result.value, reason, [("policy.iprev", "203.0.113.9")])]
+    assert strict_parse(value) == (AID, expected)
+    assert authres_parse(value) == (AID, expected)
+
+
+def test_iprev_ipv6_address_is_a_quoted_string() -> None:
+    """``:`` is a tspecial: an IPv6 address is no RFC 2045 token, so it is quoted."""
+    iprev = IprevResult(Result.PASS, "2001:db8::25", name="mail.example.net")
+    value = ar(AuthResults(iprev=iprev, dmarc=DMARC_PASS))
+    assert 'policy.iprev="2001:db8::25" (mail.example.net);' in value
+    for parse in (strict_parse, authres_parse):
+        _, found = parse(value)
+        assert found[0] == Res("iprev", "pass", None, [("policy.iprev", "2001:db8::25")])
+        assert [r.method for r in found] == ["iprev", "dmarc"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.example) ; dkim=pass (x", "a.example\r\n\tspf=pass", 'x" policy.iprev="1.2.3.4', "a\\)b"],
+)
+def test_iprev_name_can_never_add_a_result(name: str) -> None:
+    """checks/iprev.py keeps host names only; the renderer is safe even without that."""
+    value = ar(AuthResults(iprev=IprevResult(Result.PASS, "192.0.2.25", name=name)))
+    expected = (AID, [Res("iprev", "pass", None, [("policy.iprev", "192.0.2.25")])])
+    assert strict_parse(value) == expected
+    assert authres_parse(value) == expected
+
+
+def test_iprev_is_never_rendered_for_trusted_mail() -> None:
+    """Trusted results carry no iprev (the engine does not check them): auth=pass alone."""
+    value = ar(AuthResults(trusted=Trust.AUTHENTICATED))
+    assert "iprev" not in value

@@ -8,7 +8,7 @@ import pytest
 
 from authmilter.config import from_dict
 from authmilter.decision import Action
-from authmilter.policy import decide, rcpt_decision
+from authmilter.policy import decide, iprev_decision, rcpt_decision
 from authmilter.results import (
     AuthResults,
     Deception,
@@ -18,6 +18,7 @@ from authmilter.results import (
     FromField,
     FromStatus,
     FromWarning,
+    IprevResult,
     Result,
     SpfResult,
 )
@@ -278,3 +279,35 @@ def test_rcpt_reject_only_when_configured() -> None:
     assert (verdict.reply.code, verdict.reply.status) == (550, "5.7.23")
     assert rcpt_decision(Result.SOFTFAIL, "example.com", cfg) is None
     assert rcpt_decision(Result.TEMPERROR, "example.com", cfg) is None
+
+
+IPREV_ON = {"iprev": {"reject_fail": True}}
+
+
+@pytest.mark.parametrize(
+    ("name", "result", "conf", "reply"),
+    [
+        ("fail-reported-only-by-default", Result.FAIL, {}, None),
+        ("fail-rejected-when-asked", Result.FAIL, IPREV_ON, (550, "5.7.25")),
+        ("permerror-never-rejected", Result.PERMERROR, IPREV_ON, None),
+        ("temperror-never-rejected", Result.TEMPERROR, IPREV_ON, None),
+        ("pass", Result.PASS, IPREV_ON, None),
+        ("not-evaluated", None, IPREV_ON, None),  # trusted client, no address, iprev off
+    ],
+)
+def test_iprev_table(
+    name: str, result: Result | None, conf: dict[str, dict[str, object]], reply: object
+) -> None:
+    iprev = IprevResult(result, "203.0.113.9") if result is not None else None
+    verdict = iprev_decision(iprev, from_dict(conf))
+    got = (verdict.reply.code, verdict.reply.status) if verdict and verdict.reply else None
+    assert got == reply
+    if verdict is not None:
+        assert verdict.action == Action.REJECT and verdict.why == "iprev:fail@rcpt"
+        assert verdict.reply is not None and "203.0.113.9" in verdict.reply.text
+
+
+def test_iprev_never_decides_at_end_of_message() -> None:
+    """An iprev fail is no reason to refuse a message by itself at end of data."""
+    results = dataclasses.replace(dmarc(Result.PASS), iprev=IprevResult(Result.FAIL, "203.0.113.9"))
+    assert decide(results, from_dict(IPREV_ON)).action == Action.ACCEPT

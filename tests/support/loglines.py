@@ -13,7 +13,7 @@ from dataclasses import dataclass
 PLANT = "qid=FAKE conn=1 client=x from=<a@b> dmarc=pass(from=example.net p=reject) action=accept"
 # the keys of the line (values holding a space continue as "s=", "p=", "t=" tokens)
 KEYS = frozenset(
-    {"qid", "conn", "client", "from", "trusted", "spf", "dkim", "s", "dmarc", "p", "t"}
+    {"qid", "conn", "client", "from", "trusted", "iprev", "spf", "dkim", "s", "dmarc", "p", "t"}
     | {"signed", "why", "action", "ms"}
 )
 

@@ -436,3 +436,47 @@ def _severity(r: DmarcResult) -> int:
     return {Result.PASS: 0, Result.NONE: 1, Result.PERMERROR: 2, Result.TEMPERROR: 5}.get(
         r.result, 2
     )
+
+
+# --------------------------------------------------------------------------- for tools
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFound:
+    """What policy discovery finds for a domain (``authmilter dns-check``)."""
+
+    domain: str
+    org_domain: str  # its Organizational Domain (tree walk or PSL, as configured)
+    policy_domain: str = ""  # where the record that applies was found ("" = none)
+    record: DmarcRecord | None = None  # that record
+    records_here: int = 0  # v=DMARC1 records at _dmarc.<domain> (more than one: all ignored)
+
+
+def discover_policy(
+    domain: str, resolver: Resolver, psl: PublicSuffixList | None = None
+) -> PolicyFound:
+    """Policy discovery for ``domain`` exactly as :func:`evaluate_dmarc` does it.
+
+    ``psl`` given: RFC 7489 (record at the domain, else at its PSL Organizational Domain);
+    else the RFC 9989 tree walk. Raises DnsTempError when DNS failed.
+    """
+    orgs = _OrgDomains(_Dns(resolver), psl)
+    mode = "psl" if psl is not None else "treewalk"
+    ids = _Identifiers((), (), "", "")
+    evaluator = _Evaluator(orgs, DmarcConfig(org_domain=mode), ids, _SYSTEM_RANDOM.random, "")
+    here = orgs.dns.dmarc(domain)
+    try:
+        found = evaluator.discover(domain)
+    except _PermanentError:  # psl mode, several records: nothing applies
+        found = None
+    org = orgs.org(domain)
+    if found is None:
+        return PolicyFound(domain, org, records_here=here.count)
+    return PolicyFound(domain, org, found[0], found[1], here.count)
+
+
+def organizational_domain(
+    domain: str, resolver: Resolver, psl: PublicSuffixList | None = None
+) -> str:
+    """The Organizational Domain of ``domain`` (tree walk, or PSL); DnsTempError on trouble."""
+    return _OrgDomains(_Dns(resolver), psl).org(domain)
