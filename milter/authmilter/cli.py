@@ -26,6 +26,7 @@ from authmilter.results import AuthResults
 
 if TYPE_CHECKING:
     from authmilter.session import Session
+    from authmilter.signing.dnscheck import KeyCheck
 
 BODY_CHUNK = 65535  # Postfix's MILTER_CHUNK_SIZE: the body reaches a milter in such pieces
 DEFAULT_RCPT = "postmaster"  # RCPT TO when ``test`` is given none
@@ -178,7 +179,11 @@ def _check_config(path: str, dns: bool) -> int:
 
     # Without milter.user the daemon's user is unknown here (systemd's User= decides it), so
     # a key unsafe for the user running check-config is a warning, as in ``test``.
-    engine = build_engine(load(path), warn_unsafe_keys=_unsafe_key_warning("check-config", ""))
+    engine = build_engine(
+        load(path),
+        warn_unsafe_keys=_unsafe_key_warning("check-config", ""),
+        check_published=False,  # DNS only with --dns
+    )
     cfg = engine.config
     signer = engine.signer
     keys = signer.keys if signer is not None else ()
@@ -200,10 +205,11 @@ def _check_config(path: str, dns: bool) -> int:
     from authmilter.headers import clean_text  # noqa: PLC0415
     from authmilter.signing.dnscheck import KeyStatus, check_published_keys  # noqa: PLC0415
 
+    gated = engine.publication is not None  # signing.require_published_key
     problems = 0
     for check in check_published_keys(signer, engine.resolver) if signer else []:
         detail = f": {clean_text(check.detail)}" if check.detail else ""  # it quotes DNS
-        print(f"  {check.record_name}: {check.status.value}{detail}")
+        print(f"  {check.record_name}: {check.status.value}{detail}{_consequence(check, gated)}")
         problems += check.status != KeyStatus.OK
     return 1 if problems else 0
 
@@ -246,6 +252,19 @@ def _dns_check(args: argparse.Namespace) -> int:
     else:
         print(report.to_text())
     return report.exit_code
+
+
+def _consequence(check: KeyCheck, gated: bool) -> str:
+    """What the daemon does with a key in this state (signing.require_published_key)."""
+    from authmilter.signing.dnscheck import KeyStatus  # noqa: PLC0415
+
+    if check.status == KeyStatus.OK:
+        return " (signs)" if gated else ""
+    if not gated:
+        return " (signs anyway: signing.require_published_key = false)"
+    if check.status == KeyStatus.TEMPERROR:
+        return " (the daemon keeps its last known state; at start it signs)"
+    return " (does not sign until its record is published and matches)"
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -61,12 +61,17 @@ def build_engine(
     resolver: Resolver | None = None,
     *,
     warn_unsafe_keys: Callable[[str], None] | None = None,
+    check_published: bool = True,
 ) -> Engine:
     """One engine (ConfigError on trouble): PSL, signing keys, login map, authserv-id.
 
     ``warn_unsafe_keys`` is for commands that never run as the daemon (``test``): when
     ``milter.user`` is not set, a key file unsafe for the current user is reported there
     and used anyway; a key unsafe for the configured user is still refused.
+
+    With ``signing.require_published_key`` every signing key is looked up in DNS here (at
+    start and on each reload) and logged as signing or not; ``check_published=False``
+    leaves that to the first message (``check-config`` asks DNS only with ``--dns``).
     """
     config_dir = Path(cfg.path).parent if cfg.path and not cfg.path.startswith("<") else Path()
     psl = None
@@ -80,7 +85,7 @@ def build_engine(
     login_map = None
     if cfg.signing.sender_login_map:
         login_map = LoginMap.load(config_dir / cfg.signing.sender_login_map)
-    return Engine(
+    engine = Engine(
         config=cfg,
         resolver=resolver if resolver is not None else make_resolver(cfg),
         signer=signer,
@@ -88,6 +93,9 @@ def build_engine(
         login_map=login_map,
         authserv_id=cfg.milter.effective_authserv_id(),
     )
+    if check_published and engine.publication is not None and engine.active_signer is not None:
+        engine.publication.check(engine.active_signer.keys)
+    return engine
 
 
 def load_engine(path: str, previous: Engine | None = None) -> Engine:

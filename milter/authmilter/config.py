@@ -284,6 +284,9 @@ class SigningConfig:
     expire: int = field(default=0, metadata=_check(_non_negative))  # x= after N s; 0 = none
     subdomains: bool = False  # sign for subdomains of a table domain
     require_safe_keys: bool = True  # refuse keys readable by group/other (0640 root:group ok)
+    # a key signs only while its DNS record is published and matches it (safe rotation)
+    require_published_key: bool = True
+    publish_check_interval: float = field(default=3600.0, metadata=_check(_positive))  # s
     sender_login_map: str = ""  # smtpd_sender_login_maps-style file; "" = off
 
 

@@ -33,6 +33,7 @@ from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
 from authmilter.results import AuthResults, IprevResult, SpfResult
 from authmilter.signing.loginmap import LoginMap
+from authmilter.signing.publication import KeyPublication
 from authmilter.signing.signer import Signer
 from authmilter.trust import Trust, TrustPolicy
 
@@ -48,11 +49,18 @@ class Engine:
     login_map: LoginMap | None = None
     authserv_id: str = ""  # "" = config.milter.effective_authserv_id()
     trust: TrustPolicy = field(init=False, repr=False)
+    # which keys may sign now (signing.require_published_key): the engine's one runtime state
+    publication: KeyPublication | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.authserv_id:
             object.__setattr__(self, "authserv_id", self.config.milter.effective_authserv_id())
         object.__setattr__(self, "trust", TrustPolicy.from_config(self.config.trust))
+        signing = self.config.signing
+        publication = None
+        if self.signer is not None and signing.require_published_key:
+            publication = KeyPublication(self.resolver, signing.publish_check_interval)
+        object.__setattr__(self, "publication", publication)
 
     # ------------------------------------------------------------------ stages
 
@@ -97,7 +105,11 @@ class Engine:
         if results.trusted:
             binds = self.trust.login_map_binds(results.trusted)
             decision, signatures = outbound.decide_outbound(
-                tx, results, self.login_map if binds else None, self.active_signer
+                tx,
+                results,
+                self.login_map if binds else None,
+                self.active_signer,
+                self.publication,
             )
             return results, header_edits.outbound(
                 decision,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from authmilter import replies
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
 from authmilter.decision import Action, Decision, HeaderEdit, Reply
+from authmilter.logline import safe
 from authmilter.model import Transaction
 from authmilter.results import AuthResults, FromStatus
 from authmilter.signing.loginmap import LoginMap
+from authmilter.signing.publication import KeyPublication
 from authmilter.signing.signer import Signer
 
 
@@ -34,18 +36,32 @@ def login_refusal(
 
 
 def decide_outbound(
-    tx: Transaction, results: AuthResults, login_map: LoginMap | None, signer: Signer | None
+    tx: Transaction,
+    results: AuthResults,
+    login_map: LoginMap | None,
+    signer: Signer | None,
+    publication: KeyPublication | None = None,
 ) -> tuple[Decision, tuple[HeaderEdit, ...]]:
     """Refuse a sender the login map does not allow, or accept with the signatures to add.
 
     ``login_map`` is None when it does not bind this message (none configured, or local
-    submission with ``trust.local_submission = "sign"``).
+    submission with ``trust.local_submission = "sign"``). ``publication``: only keys whose
+    DNS record is published sign (``signing.require_published_key``); None: every key.
     """
     refusal = login_refusal(tx, results, login_map)
     if refusal is not None:
         return Decision(Action.REJECT, refusal, why="sender-login-mismatch"), ()
-    signatures = signer.sign(tx) if signer is not None else ()
-    return Decision(log=(("signed", str(len(signatures))),)), signatures
+    if signer is None:
+        return Decision(log=(("signed", "0"),)), ()
+    allowed = None
+    log: tuple[tuple[str, str], ...] = ()
+    if publication is not None:
+        allowed, withheld = publication.allowed(signer.select(tx))
+        if withheld:
+            names = ",".join(f"{s.key.selector}._domainkey.{s.domain}" for s in withheld)
+            log = (("unpublished", safe(names)),)
+    signatures = signer.sign(tx, allowed=allowed)
+    return Decision(log=(("signed", str(len(signatures))), *log)), signatures
 
 
 def _from_addresses(tx: Transaction) -> list[str]:

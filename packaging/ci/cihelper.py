@@ -1,7 +1,10 @@
 """Helpers for packaging/ci-check, run with Debian's /usr/bin/python3 (stdlib + dnspython).
 
-    cihelper.py dns PORTFILE      serve a tiny authoritative zone on 127.0.0.1 (UDP and TCP)
-                                  until SIGTERM; the port is written to PORTFILE
+    cihelper.py dns PORTFILE [ZONEFILE]
+                                  serve a tiny authoritative zone on 127.0.0.1 (UDP and TCP)
+                                  until SIGTERM; the port is written to PORTFILE; records in
+                                  ZONEFILE (RFC 1035, read at each query) are served too, so
+                                  a record can be published while it runs
     cihelper.py freeport          print a free TCP port on 127.0.0.1
     cihelper.py send PORT         send one message by SMTP to 127.0.0.1:PORT, print the queue id
 
@@ -21,12 +24,15 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.zone
 
 SENDER = "sender@example.test"
 RECIPIENT = "rcpt@dest.test"
@@ -35,6 +41,33 @@ ZONE: dict[tuple[str, str], list[str]] = {
     ("_dmarc.example.test.", "TXT"): ['"v=DMARC1; p=none"'],
     ("example.test.", "A"): ["127.0.0.1"],
 }
+
+
+PUBLISHED: list[Path] = []  # the optional ZONEFILE
+
+
+def records() -> dict[tuple[str, str], list[str]]:
+    """ZONE plus the records of the zone file, as it is now (an unreadable file adds none)."""
+    out = {key: list(values) for key, values in ZONE.items()}
+    for path in PUBLISHED:
+        if not path.exists():  # not published yet
+            continue
+        try:
+            zone = dns.zone.from_text(
+                path.read_text(encoding="utf-8"),
+                origin=dns.name.root,
+                relativize=False,
+                check_origin=False,
+            )
+        except (OSError, UnicodeDecodeError, dns.exception.DNSException) as exc:
+            print(f"cihelper: {path}: {exc}", file=sys.stderr)
+            continue
+        for name, node in zone.nodes.items():
+            for rdataset in node.rdatasets:
+                if rdataset.rdclass == dns.rdataclass.IN:
+                    key = (name.to_text().lower(), dns.rdatatype.to_text(rdataset.rdtype))
+                    out.setdefault(key, []).extend(rdata.to_text() for rdata in rdataset)
+    return out
 
 
 def answer(wire: bytes) -> bytes | None:
@@ -51,10 +84,11 @@ def answer(wire: bytes) -> bytes | None:
     question = query.question[0]
     qname = question.name.to_text().lower()
     qtype = dns.rdatatype.to_text(question.rdtype)
-    values = ZONE.get((qname, qtype))
+    zone = records()
+    values = zone.get((qname, qtype))
     if values:
         response.answer.append(dns.rrset.from_text_list(question.name, 60, "IN", qtype, values))
-    elif not any(name == qname for name, _ in ZONE):
+    elif not any(name == qname for name, _ in zone):
         response.set_rcode(dns.rcode.NXDOMAIN)
     return response.to_wire()
 
@@ -150,7 +184,8 @@ def send(port: int) -> int:
 
 def main(argv: list[str]) -> int:
     """Dispatch the subcommands described in the module docstring."""
-    if argv[:1] == ["dns"] and len(argv) == 2:
+    if argv[:1] == ["dns"] and len(argv) in (2, 3):
+        PUBLISHED.extend(Path(a) for a in argv[2:])
         return serve_dns(argv[1])
     if argv == ["freeport"]:
         print(free_port())

@@ -191,7 +191,15 @@ def test_authenticated_mail_is_signed_from_the_streamed_body(tmp_path: Path) -> 
             },
         }
     )
-    eng = Engine(cfg, StaticResolver(), signer=Signer.from_config(cfg.signing, str(tmp_path)))
+    signer = Signer.from_config(cfg.signing, str(tmp_path))
+    resolver = StaticResolver(  # the key is published (signing.require_published_key)
+        {
+            ("s1._domainkey.example.com", "TXT"): [
+                f"v=DKIM1; k=rsa; p={signer.keys[0].key.public_p()}"
+            ]
+        }
+    )
+    eng = Engine(cfg, resolver, signer=signer)
     message = simple_message(body="line one  \nline two\n\n\n" * 500)
     ctx, rc = feed(
         message, ip="203.0.113.9", macros={"{auth_authen}": "alice"}, engine=eng, split_body=1000
@@ -199,15 +207,6 @@ def test_authenticated_mail_is_signed_from_the_streamed_body(tmp_path: Path) -> 
     assert rc == Milter.ACCEPT
     sigs = [v for n, v, _ in ctx.added if n == "DKIM-Signature"]
     assert len(sigs) == 1
-    signer = eng.signer
-    assert signer is not None
-    resolver = StaticResolver(
-        {
-            ("s1._domainkey.example.com", "TXT"): [
-                f"v=DKIM1; k=rsa; p={signer.keys[0].key.public_p()}"
-            ]
-        }
-    )
     received = parse_message(message)
     sig = HeaderField("DKIM-Signature", sigs[0].replace("\n", "\r\n").encode())
     tx = Transaction(headers=(sig, *received.headers), body=received.body)

@@ -60,6 +60,8 @@ def config(directory: Path, milter: str = "") -> Path:
 def run_test(directory: Path, cfg: Path) -> int:
     message = directory / "m.eml"
     message.write_text("From: alice@example.com\nTo: bob@example.org\nSubject: hi\n\nbody\n")
+    published = directory / "example.com.zone"  # genkey's record, pasted into a zone file
+    published.write_text("$ORIGIN example.com.\n$TTL 300\n" + (directory / "sel.txt").read_text())
     return main(
         [
             "test",
@@ -67,6 +69,8 @@ def run_test(directory: Path, cfg: Path) -> int:
             "-c",
             str(cfg),
             *ZONE,
+            "--zone",
+            str(published),
             "--auth-user",
             "alice",
             "--mail-from",

@@ -102,6 +102,11 @@ class _Zone:
                 for i in range(len(labels)):
                     self._names.add(".".join(labels[i:]))
 
+    def remove(self, name: str, rdtype: int) -> None:
+        """Drop the records of one type at ``name`` (the name itself goes on existing)."""
+        with self._lock:
+            self._nodes.get(_norm(name), {}).pop(rdtype, None)
+
     def lookup(self, qname: str, rdtype: int) -> tuple[int, list[dns.rrset.RRset]]:
         """Return (rcode, answer rrsets) following CNAMEs inside the data (at most 8)."""
         answers: list[dns.rrset.RRset] = []
@@ -201,6 +206,10 @@ class DnsServer(Service):
                 text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
             lines.append(f"{name.rstrip('.')}. {ttl} IN {rdtype.upper()} {text}")
         self._zone.add_text("\n".join(lines) + "\n")
+
+    def remove(self, name: str, rdtype: str) -> None:
+        """Withdraw every record of ``rdtype`` at ``name`` (queries then get NODATA)."""
+        self._zone.remove(name, dns.rdatatype.from_text(rdtype))
 
     def to_zone(self, origin: str = ".") -> dns.zone.Zone:
         """The records at and below ``origin`` as a dnspython zone (``to_text()`` for a file)."""

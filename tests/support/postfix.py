@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tests.support.saslauth import FakeDovecotAuth
@@ -112,10 +112,14 @@ class PostfixInstance(Service):
         local_daemon_name: str = "",
         hostname: str = "mx.test.example",
         start_timeout: float = 30.0,
+        listeners: Callable[[PostfixInstance], str] | None = None,
     ) -> None:
         """``milter``: ``unix:/path`` or ``inet:PORT@HOST`` (None: no milter).
 
         ``mynetworks`` "" keeps loopback out of mynetworks (inbound-like clients).
+        ``listeners``: the master.cf text of the SMTP services, given this instance (its
+        ``port``, ``submission_port`` and ``dir``), instead of the built-in smtpd and
+        submission lines; it must listen on ``port`` (and ``submission_port``).
         """
         self.dir = Path(tmp_dir) / f"postfix-{os.getpid()}-{free_port()}"
         self.config_dir = self.dir / "etc"
@@ -132,6 +136,7 @@ class PostfixInstance(Service):
         self.local_daemon_name = local_daemon_name
         self.hostname = hostname
         self.start_timeout = start_timeout
+        self.listeners = listeners
         self.port = free_port()
         self.submission_port = free_port() if submission else 0
         self.syslog_name = f"postfix-test-{self.port}"
@@ -194,7 +199,9 @@ class PostfixInstance(Service):
     def master_cf(self) -> str:
         """The master.cf text: our smtpd ports plus the standard services, none chrooted."""
         lines = [f"127.0.0.1:{self.port} inet n - n - - smtpd"]
-        if self.submission:
+        if self.listeners is not None:
+            lines = [self.listeners(self).rstrip("\n")]
+        elif self.submission:
             lines.append(f"127.0.0.1:{self.submission_port} inet n - n - - smtpd")
             opts = {
                 "syslog_name": f"{self.syslog_name}/submission",

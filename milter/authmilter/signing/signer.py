@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import dkim.util
@@ -217,9 +217,21 @@ class Signer:
 
     # ------------------------------------------------------------------ signing
 
-    def sign(self, tx: Transaction, now: int | None = None) -> tuple[HeaderEdit, ...]:
-        """One ``DKIM-Signature`` insertion per matching key (value folded with LF + TAB)."""
+    def sign(
+        self,
+        tx: Transaction,
+        now: int | None = None,
+        *,
+        allowed: Collection[tuple[str, str]] | None = None,
+    ) -> tuple[HeaderEdit, ...]:
+        """One ``DKIM-Signature`` insertion per matching key (value folded with LF + TAB).
+
+        ``allowed``: the (``d=``, lower-case ``s=``) pairs that may sign now (those whose
+        record is published, see :mod:`.publication`); None: every key.
+        """
         selections = self.select(tx)
+        if allowed is not None:
+            selections = [s for s in selections if (s.domain, s.key.selector.lower()) in allowed]
         if not selections:
             return ()
         present = existing_signatures(tx.headers)
