@@ -31,6 +31,7 @@ import dns.resolver
 import dns.tokenizer
 import dns.zone
 
+from authmilter import metrics
 from authmilter.errors import ConfigError, DnsTempError
 from authmilter.files import read_text
 
@@ -226,6 +227,7 @@ class DnspythonResolver:
         self._resolver.cache = None
         self.timeout = timeout
         self.cache = AnswerCache(cache_bytes, cache_size) if cache_size and cache_bytes else None
+        self._resolver = metrics.timed(self._resolver)  # each query counted and timed
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
@@ -233,6 +235,7 @@ class DnspythonResolver:
         key = (name, rdtype)
         if self.cache is not None:
             hit = self.cache.get(key, time.time())
+            metrics.dns_cache(hit is not None)
             if hit is not None:
                 return hit
         qname = literal_name(name)
