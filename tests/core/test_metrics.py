@@ -322,7 +322,7 @@ def test_every_metric_is_exported_with_its_declared_labels(registry: CollectorRe
     ],
 )
 def test_a_bad_listen_address_is_a_config_error(listen: str, problem: str) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"x.toml: metrics.listen: ")) as info:
+    with pytest.raises(ConfigError, match=re.escape("x.toml: metrics.listen: ")) as info:
         from_dict({"metrics": {"listen": listen}}, "x.toml")
     assert problem in str(info.value)
 

@@ -114,7 +114,8 @@ def test_counters_move_with_the_messages(
         reply = send(daemon, forged, client_ip=BAD_IP)
         assert reply.smtp_class == "reject" and reply.code == 550, reply
         rejected += 1
-        assert wait_for(lambda: daemon.log().count("qid=") >= accepted + rejected)
+        sent = accepted + rejected
+        assert wait_for(lambda n=sent: daemon.log().count("qid=") >= n)
 
     after = scrape(port)
 
