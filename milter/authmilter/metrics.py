@@ -12,9 +12,13 @@ own signing configuration. A domain, an address, a host name or anything else a 
 chooses is never a label value. What could be out of its set becomes ``other``.
 
 With ``milter.workers`` > 1, every worker writes its values to files in a private directory
-(``prometheus_client``'s multiprocess mode): the supervisor makes it, empty, before it forks
-the workers (``$RUNTIME_DIRECTORY``, else the temporary directory), serves the one endpoint
-that sums them, forgets a dead worker's gauges and removes the directory when it stops.
+(``prometheus_client``'s multiprocess mode): the supervisor makes it, new and empty, before
+it forks the workers (in ``$RUNTIME_DIRECTORY``, where it also removes those an earlier
+killed run left; else in the temporary directory), serves the one endpoint that sums them,
+forgets a dead worker's gauges and removes the directory when it stops. Why files and not,
+say, each worker serving its own port: Prometheus would need to know the workers, and a
+restarted worker's counts would start again from zero; with the files, a dead worker's
+counts stay in the sum and the one address shows the whole daemon.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
@@ -180,9 +185,33 @@ METRICS: tuple[Metric, ...] = (
 
 BY_NAME = {m.name: m for m in METRICS}
 
-# The live prometheus_client objects by metric name, or None while metrics are off. Read
-# once per call: an enable() or disable() on another thread swaps the whole dict.
-_live: dict[str, Any] | None = None
+
+class _Live:
+    """The prometheus_client metrics of one :func:`enable`, their labelled children cached.
+
+    ``live(name, *label_values)`` is the child to count with; prometheus_client's own
+    ``labels()`` costs a microsecond more on every call. The cache holds one entry per label
+    set, so it is as bounded as the labels are.
+    """
+
+    __slots__ = ("_children", "metrics")
+
+    def __init__(self, metrics: dict[str, Any]) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def __call__(self, name: str, *values: str) -> Any:
+        key = (name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self.metrics[name].labels(*values) if values else self.metrics[name]
+            self._children[key] = child
+        return child
+
+
+# None while metrics are off. Read once per call: enable() and disable() swap the whole
+# object, so a call sees one state or the other.
+_live: _Live | None = None
 
 
 def enabled() -> bool:
@@ -204,7 +233,7 @@ def message(
     live = _live
     if live is None:
         return
-    live["authmilter_messages_total"].labels(str(decision.action), _one_of(trust, TRUST)).inc()
+    live("authmilter_messages_total", str(decision.action), _one_of(trust, TRUST)).inc()
     _reply(live, "eom", decision)
     if results is None:
         return
@@ -212,14 +241,14 @@ def message(
         _spf(live, results.spf)
     if results.helo_spf is not None:
         _spf(live, results.helo_spf)
-    dkim = live["authmilter_dkim_results_total"]
     for d in results.dkim:
-        dkim.labels(str(d.result), _one_of(d.algorithm.lower(), DKIM_ALGORITHMS)).inc()
+        algorithm = _one_of(d.algorithm.lower(), DKIM_ALGORITHMS)
+        live("authmilter_dkim_results_total", str(d.result), algorithm).inc()
     if results.dmarc is not None:
         dm = results.dmarc
-        live["authmilter_dmarc_results_total"].labels(str(dm.result), str(dm.policy)).inc()
+        live("authmilter_dmarc_results_total", str(dm.result), str(dm.policy)).inc()
     for w in results.from_warnings:
-        live["authmilter_from_warnings_total"].labels(str(w.kind)).inc()
+        live("authmilter_from_warnings_total", str(w.kind)).inc()
 
 
 def spf(result: SpfResult) -> None:
@@ -240,35 +269,35 @@ def stage(name: str, seconds: float) -> None:
     """Time spent in one stage of a message (:data:`STAGES`)."""
     live = _live
     if live is not None:
-        live["authmilter_stage_seconds"].labels(_one_of(name, STAGES)).observe(seconds)
+        live("authmilter_stage_seconds", _one_of(name, STAGES)).observe(seconds)
 
 
 def internal_error(stage_name: str) -> None:
     """An internal error in a stage (:data:`ERROR_STAGES`)."""
     live = _live
     if live is not None:
-        live["authmilter_internal_errors_total"].labels(_one_of(stage_name, ERROR_STAGES)).inc()
+        live("authmilter_internal_errors_total", _one_of(stage_name, ERROR_STAGES)).inc()
 
 
 def signature(key_name: str) -> None:
     """A DKIM signature made with the configured key of that name."""
     live = _live
     if live is not None:
-        live["authmilter_signatures_total"].labels(key_name).inc()
+        live("authmilter_signatures_total", key_name).inc()
 
 
 def reload(ok: bool) -> None:
     """A configuration reload, successful or not."""
     live = _live
     if live is not None:
-        live["authmilter_reloads_total"].labels("ok" if ok else "failed").inc()
+        live("authmilter_reloads_total", "ok" if ok else "failed").inc()
 
 
 def dns_cache(hit: bool) -> None:
     """One lookup in the DNS answer cache."""
     live = _live
     if live is not None:
-        live["authmilter_dns_cache_lookups_total"].labels("hit" if hit else "miss").inc()
+        live("authmilter_dns_cache_lookups_total", "hit" if hit else "miss").inc()
 
 
 def dns_query(rdtype: str, outcome: str, seconds: float) -> None:
@@ -276,10 +305,9 @@ def dns_query(rdtype: str, outcome: str, seconds: float) -> None:
     live = _live
     if live is None:
         return
-    live["authmilter_dns_queries_total"].labels(
-        _one_of(rdtype.upper(), DNS_TYPES), _one_of(outcome, DNS_OUTCOMES)
-    ).inc()
-    live["authmilter_dns_query_seconds"].observe(seconds)
+    kind, result = _one_of(rdtype.upper(), DNS_TYPES), _one_of(outcome, DNS_OUTCOMES)
+    live("authmilter_dns_queries_total", kind, result).inc()
+    live("authmilter_dns_query_seconds").observe(seconds)
 
 
 def session_opened() -> Callable[[], None]:
@@ -287,14 +315,14 @@ def session_opened() -> Callable[[], None]:
     live = _live
     if live is None:
         return _nothing
-    live["authmilter_sessions_total"].inc()
-    gauge = live["authmilter_sessions_in_flight"]
+    live("authmilter_sessions_total").inc()
+    gauge = live("authmilter_sessions_in_flight")
     gauge.inc()
-    done = threading.Event()
+    done = [False]
 
     def closed() -> None:
-        if not done.is_set():
-            done.set()
+        if not done[0]:  # libmilter's close callback, then perhaps the finalizer: once
+            done[0] = True
             gauge.dec()
 
     return closed
@@ -304,7 +332,7 @@ def worker_restarted() -> None:
     """The supervisor replaced a dead worker."""
     live = _live
     if live is not None:
-        live["authmilter_worker_restarts_total"].inc()
+        live("authmilter_worker_restarts_total").inc()
 
 
 def worker_exited(pid: int) -> None:
@@ -372,19 +400,20 @@ class TimedResolve:
         except dns.resolver.NoNameservers:  # SERVFAIL or REFUSED from every server
             outcome = "servfail"
             raise
-        finally:
-            dns_query(kind, outcome, time.perf_counter() - started)
+        finally:  # never in the way of the answer or of the exception being raised
+            with contextlib.suppress(Exception):
+                dns_query(kind, outcome, time.perf_counter() - started)
 
 
-def _spf(live: dict[str, Any], result: SpfResult) -> None:
+def _spf(live: _Live, result: SpfResult) -> None:
     identity = "helo" if result.identity == "helo" else "mailfrom"
-    live["authmilter_spf_results_total"].labels(identity, str(result.result)).inc()
+    live("authmilter_spf_results_total", identity, str(result.result)).inc()
 
 
-def _reply(live: dict[str, Any], stage_name: str, decision: Decision) -> None:
+def _reply(live: _Live, stage_name: str, decision: Decision) -> None:
     reply = decision.reply
     if reply is not None:
-        live["authmilter_replies_total"].labels(stage_name, str(reply.code), reply.status).inc()
+        live("authmilter_replies_total", stage_name, str(reply.code), reply.status).inc()
 
 
 def _one_of(value: str, allowed: tuple[str, ...]) -> str:
@@ -408,25 +437,27 @@ def enable(registry: Any = None, *, multiprocess: bool = False) -> None:
     import prometheus_client  # noqa: PLC0415
     from prometheus_client import values  # noqa: PLC0415
 
-    if multiprocess:  # the value class is chosen from the environment when first imported
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    # prometheus_client picks its value class (in memory, or files in PROMETHEUS_MULTIPROC_DIR)
+    # from the environment when first imported: pick it again for the environment of now
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     target = None if multiprocess else registry
-    live: dict[str, Any] = {}
+    made: dict[str, Any] = {}
     for m in METRICS:
         base = m.name.removesuffix("_total") if m.kind == "counter" else m.name
         kwargs: dict[str, Any] = {"labelnames": m.labels, "registry": target}
         if m.kind == "counter":
-            live[m.name] = prometheus_client.Counter(base, m.help, **kwargs)
+            made[m.name] = prometheus_client.Counter(base, m.help, **kwargs)
         elif m.kind == "gauge":
             mode: Any = m.multiprocess_mode
-            live[m.name] = prometheus_client.Gauge(base, m.help, multiprocess_mode=mode, **kwargs)
+            made[m.name] = prometheus_client.Gauge(base, m.help, multiprocess_mode=mode, **kwargs)
         else:
-            live[m.name] = prometheus_client.Histogram(base, m.help, buckets=m.buckets, **kwargs)
+            made[m.name] = prometheus_client.Histogram(base, m.help, buckets=m.buckets, **kwargs)
     from authmilter import __version__  # noqa: PLC0415
 
-    live["authmilter_build_info"].labels(__version__).set(1)
+    live = _Live(made)
+    live("authmilter_build_info", __version__).set(1)
     for result in ("ok", "failed"):  # present from the start, so that rate() sees the first
-        live["authmilter_reloads_total"].labels(result)
+        live("authmilter_reloads_total", result)
     _live = live
 
 
@@ -498,9 +529,7 @@ def start(listen: str, *, workers: int = 1) -> Endpoint | None:
     try:
         host, port = parse_listen(listen)
         if workers > 1:
-            directory = tempfile.mkdtemp(
-                prefix="metrics-", dir=os.environ.get("RUNTIME_DIRECTORY") or None
-            )
+            directory = _values_directory()
             os.environ[MULTIPROC_ENV] = directory
             registry = _multiprocess_registry(directory)
             enable(multiprocess=True)
@@ -518,6 +547,23 @@ def start(listen: str, *, workers: int = 1) -> Endpoint | None:
     endpoint = Endpoint(server, directory)
     log.info("metrics on http://%s/metrics", listen)
     return endpoint
+
+
+DIRECTORY_PREFIX = "authmilter-metrics-"
+
+
+def _values_directory() -> str:
+    """A new, empty, private (0700) directory for the workers' value files.
+
+    In ``$RUNTIME_DIRECTORY`` (systemd's RuntimeDirectory=, ours alone) the directories of
+    an earlier run that could not clean up (killed) are removed first; elsewhere (the
+    temporary directory, shared) only our own is ever touched.
+    """
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        for old in Path(runtime).glob(DIRECTORY_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=DIRECTORY_PREFIX, dir=runtime or None)
 
 
 def _single_registry() -> Any:

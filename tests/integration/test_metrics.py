@@ -83,6 +83,9 @@ def start(
     port = free_port()
     runtime = tmp_path / "run"
     runtime.mkdir()
+    stale = runtime / "authmilter-metrics-stale"  # left by a run that was killed
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"\0" * 8)
     cfg = config(dns_server, milter={"workers": workers}, metrics={"listen": f"127.0.0.1:{port}"})
     cfg["dns"]["cache_size"] = 1000  # cache hits are counted too
     daemon = authmilter_daemon(cfg, env={"RUNTIME_DIRECTORY": str(runtime)})
@@ -99,8 +102,10 @@ def test_counters_move_with_the_messages(
     daemon, port, key = start(dns_server, authmilter_daemon, workers, tmp_path)
     if workers > 1:
         assert wait_for(lambda: len(children(daemon.pid)) == workers), daemon.log()
-        # the values directory: made by the supervisor in $RUNTIME_DIRECTORY, empty at start
-        assert len(list((tmp_path / "run").glob("metrics-*"))) == 1
+        # the values directory: made new by the supervisor in $RUNTIME_DIRECTORY
+        made = list((tmp_path / "run").iterdir())
+        assert len(made) == 1 and made[0].name != "authmilter-metrics-stale", made
+        assert made[0].stat().st_mode & 0o777 == 0o700
     before = wait_scrape(port, daemon)
     assert total(before, "authmilter_build_info") == 1
 
