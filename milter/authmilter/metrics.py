@@ -1,8 +1,9 @@
 """Prometheus metrics: every metric authmilter exports, defined here and nowhere else.
 
 Metrics are off until the daemon calls :func:`start` (``metrics.listen`` set): until then
-every function below returns at once, so ``authmilter test``, ``check-config``, the unit
-tests and the pure checks never touch ``prometheus_client`` and need no server. The checks
+every function below returns at once, so ``authmilter test``, ``check-config`` and the
+tests that do not turn metrics on (:func:`enable`) never touch ``prometheus_client`` and
+need no server. The checks
 never call this module; the session, the adapter, the resolver, the signer, the daemon and
 the supervisor report what happened.
 
