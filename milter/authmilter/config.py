@@ -125,6 +125,18 @@ def _field_name(value: Any) -> str | None:
     return "must be a header field name (printable ASCII, no space or ':')"
 
 
+def _listen(value: Any) -> str | None:
+    if not value:
+        return None
+    from authmilter.metrics import parse_listen  # noqa: PLC0415 (imports nothing heavy)
+
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @functools.cache
 def host_name() -> str:
     """This host's fully qualified name, the default authserv-id."""
@@ -291,6 +303,14 @@ class SigningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint."""
+
+    # IP:PORT or [IPv6]:PORT of http://.../metrics; "" = no metrics. Read at start only.
+    listen: str = field(default="127.0.0.1:9431", metadata=_check(_listen))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -303,6 +323,7 @@ class Config:
     dmarc: DmarcConfig = field(default_factory=DmarcConfig)
     from_: FromConfig = field(default_factory=FromConfig, metadata={"key": "from"})
     signing: SigningConfig = field(default_factory=SigningConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: str = field(default="", metadata={"internal": True})  # where it was loaded from
 
 

@@ -8,6 +8,10 @@ thread sigwaits for USR1); open the socket with the configured umask, hand it to
 configured user, drop privileges, and enter libmilter's main loop. With ``milter.workers``
 > 1 the process opens the socket itself and a :class:`~authmilter.supervisor.Supervisor`
 forks that many workers, each running libmilter on the inherited descriptor.
+
+Metrics (``metrics.listen``) are served by the one process there is, or by the supervisor,
+which sums its workers' values (:mod:`authmilter.metrics`); they start after privileges
+are dropped, and a failure to serve them is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import stat
 import threading
 from pathlib import Path
 
-from authmilter import __version__, milter_adapter
+from authmilter import __version__, metrics, milter_adapter
 from authmilter.compose import build_engine, load_engine
 from authmilter.config import Config, load
 from authmilter.engine import Engine
@@ -64,6 +68,7 @@ def run(config_path: str) -> int:
     listener.setblocking(False)
     _drop_privileges(cfg)
     parent = os.getpid()
+    endpoint = metrics.start(cfg.metrics.listen, workers=cfg.milter.workers)
     log.info(
         "authmilter %s listening on %s with %d workers (authserv-id %s)",
         __version__,
@@ -79,6 +84,8 @@ def run(config_path: str) -> int:
             try:
                 if not die_with_parent(parent):
                     os._exit(0)  # the supervisor died while forking us
+                if endpoint is not None:
+                    endpoint.close_in_worker()
                 fresh = _fresh_engine(config_path, engine) if supervisor.restarts else engine
                 status = _serve(
                     cfg, config_path, fresh, fd=listener.fileno(), worker=slot + 1, parent=parent
@@ -95,6 +102,8 @@ def run(config_path: str) -> int:
     finally:
         listener.close()
         _remove_socket(cfg)
+        if endpoint is not None:
+            endpoint.close()
         log.info("authmilter stopped")
 
 
@@ -126,9 +135,11 @@ def _serve(
     spec = f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket)
     prefix = f"{worker}." if worker else ""
     milter_adapter.prepare(holder.get, spec, cfg.milter.timeout, prefix)
+    endpoint = None
     if fd is None:
         _open_socket(cfg)
         _drop_privileges(cfg)
+        endpoint = metrics.start(cfg.metrics.listen)
         log.info(
             "authmilter %s listening on %s (authserv-id %s)",
             __version__,
@@ -142,6 +153,8 @@ def _serve(
     finally:
         if fd is None:
             _remove_socket(cfg)
+        if endpoint is not None:
+            endpoint.close()
     if fd is None:
         log.info("authmilter stopped")
     return 0
@@ -243,7 +256,7 @@ def _drop_privileges(cfg: Config) -> None:
 def _reload_loop(config_path: str, holder: EngineHolder) -> None:
     while True:
         signal.sigwait({signal.SIGUSR1})
-        reload_engine(config_path, holder)
+        metrics.reload(reload_engine(config_path, holder))
 
 
 def reload_engine(config_path: str, holder: EngineHolder) -> bool:
@@ -259,6 +272,8 @@ def reload_engine(config_path: str, holder: EngineHolder) -> bool:
     except Exception:
         log.exception("reload failed, keeping the running configuration")
         return False
+    if engine.config.metrics != holder.get().config.metrics:
+        log.warning("metrics: a changed [metrics] section takes effect at the next start")
     holder.swap(engine)
     log.info("reloaded %s", config_path)
     return True

@@ -41,6 +41,7 @@ import dns.rrset
 import dns.tokenizer
 import dns.zone
 
+from authmilter import metrics
 from authmilter.errors import ConfigError, DnsTempError
 from authmilter.files import read_text
 
@@ -342,6 +343,7 @@ class DnspythonResolver:
         self.timeout = timeout
         self.cache = AnswerCache(cache_bytes, cache_size) if cache_size and cache_bytes else None
         self.failures = FailureMemory(failure_ttl, self._probe) if failure_ttl > 0 else None
+        self._resolver = metrics.timed(self._resolver)  # each query counted and timed
 
     def query(self, name: str, rdtype: str, timeout: float | None = None) -> Answer:
         """One lookup with an explicit lifetime and no search list."""
@@ -349,6 +351,7 @@ class DnspythonResolver:
         key = (name, rdtype)
         if self.cache is not None:
             hit = self.cache.get(key, time.time())
+            metrics.dns_cache(hit is not None)
             if hit is not None:
                 return hit
         if self.failures is not None:

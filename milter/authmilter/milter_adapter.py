@@ -19,13 +19,14 @@ import os
 import signal
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import Milter
 import milter
 
-from authmilter import replies
+from authmilter import metrics, replies
 from authmilter.decision import Action, Decision, Reply
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError
@@ -50,6 +51,8 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     def __init__(self, engine_provider: Callable[[], Engine], conn_id: str = "0") -> None:
         self.session = Session(engine_provider(), conn_id)  # one engine per connection
+        self._closed = metrics.session_opened()  # sessions in flight, until close()
+        weakref.finalize(self, self._closed)  # should libmilter never call close()
 
     def _macro(self, name: str) -> str:
         try:
@@ -115,12 +118,18 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
             self._apply(decision)
         except Exception:
             log.exception("conn=%s cannot apply the decision", self.session.conn_id)
+            metrics.internal_error("apply")
             self._reply(replies.internal_error())
             return Milter.TEMPFAIL
         return _ACTIONS[decision.action]
 
-    # abort and close are not overridden: per-message state is reset at MAIL FROM, so
-    # pymilter negotiates those callbacks away.
+    def close(self) -> int:
+        """libmilter's close callback (never negotiated away): the connection is gone."""
+        self._closed()
+        return Milter.CONTINUE
+
+    # abort is not overridden: per-message state is reset at MAIL FROM, so pymilter
+    # negotiates that callback away.
 
     # ------------------------------------------------------------------ actions
 

@@ -8,7 +8,8 @@ as they stream, never kept), end of message.
 
 No exception leaves a stage: the first one is logged once with its traceback, the rest of
 the message is skipped, and end of message answers with ``milter.on_error`` (default: 451
-4.3.0). Each decision is logged as one line (:mod:`authmilter.logline`).
+4.3.0). Each decision is logged as one line (:mod:`authmilter.logline`) and counted
+(:mod:`authmilter.metrics`, when on), with each stage's processing time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from authmilter import logline, replies
+from authmilter import logline, metrics, replies
 from authmilter.checks.dkim_body import BodyHasher
 from authmilter.decision import Action, Decision
 from authmilter.engine import Engine
@@ -49,6 +50,7 @@ class Session:
         self.results: AuthResults | None = None  # set at end of message
         self.error = ""
         self.started = time.monotonic()
+        self._summed = {"header": 0.0, "body": 0.0}  # stage seconds, observed at eom
 
     # ------------------------------------------------------------------ stages
 
@@ -75,6 +77,8 @@ class Session:
         )
         self.spf = self._guard("envfrom", lambda: self.engine.check_envelope(self.env), None)
         self.iprev = self._guard("envfrom", lambda: self.engine.check_client(self.env), None)
+        if self.spf is not None:
+            metrics.spf(self.spf)
 
     def recipient(self, address: str) -> Decision | None:
         """RCPT TO: None to go on, or a decision that refuses this recipient (logged)."""
@@ -86,6 +90,7 @@ class Session:
         )
         if decision is not None:
             self._log(logline.decision_pairs(decision))
+            metrics.rcpt_refused(decision)
         return decision
 
     def header(self, name: str, value: bytes) -> None:
@@ -115,6 +120,8 @@ class Session:
                 decision = self._internal_error()
             found = logline.result_pairs(self.results) if self.results else ()
             self._log((*found, *logline.decision_pairs(decision)))
+            if metrics.enabled():
+                self._count(decision)
             return decision
         finally:  # the results stay for the caller until the next MAIL FROM
             self.headers = []
@@ -141,10 +148,13 @@ class Session:
         """Run one step unless an earlier one failed; record the first failure."""
         if self.error:
             return default
+        timed = metrics.enabled()
+        started = time.perf_counter() if timed else 0.0
         try:
             return step()
         except Exception:
             self.error = stage
+            metrics.internal_error(stage)
             log.exception(
                 "conn=%s qid=%s internal error in %s",
                 self.conn_id,
@@ -152,6 +162,33 @@ class Session:
                 stage,
             )
             return default
+        finally:
+            if timed:
+                elapsed = time.perf_counter() - started
+                if stage in self._summed:
+                    self._summed[stage] += elapsed
+                else:
+                    metrics.stage(stage, elapsed)
+
+    def _count(self, decision: Decision) -> None:
+        """The message's metrics; a failure here is logged, never the message's problem."""
+        try:
+            for stage, seconds in self._summed.items():
+                metrics.stage(stage, seconds)
+            metrics.message(self.results, decision, self._trust_class(), self.spf)
+        except Exception:
+            log.exception("conn=%s metrics failed", self.conn_id)
+
+    def _trust_class(self) -> str:
+        """The message's trust class for metrics: inbound, a Trust value, or unknown."""
+        if self.results is not None:
+            trusted = self.results.trusted
+        else:  # an internal error came first
+            try:
+                trusted = self.engine.classify(self.env)
+            except Exception:  # noqa: BLE001  (already logged by the stage that failed)
+                return "unknown"
+        return trusted.value if trusted else "inbound"
 
     def _internal_error(self) -> Decision:
         why = f"internal-error:{self.error or 'eom'}"

@@ -21,6 +21,8 @@ import signal
 import time
 from collections.abc import Callable
 
+from authmilter import metrics
+
 log = logging.getLogger("authmilter")
 
 STOP = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -66,6 +68,7 @@ class Supervisor:
     def _reap_and_restart(self) -> bool:
         for pid, status in _reap():
             slot = self.workers.pop(pid, None)
+            metrics.worker_exited(pid)
             if slot is None:
                 continue
             log.error("worker %d (pid %d) exited with status %d", slot, pid, status)
@@ -80,6 +83,7 @@ class Supervisor:
                 return False
             self.restarts.append(now)
             self._start(slot)
+            metrics.worker_restarted()
         return True
 
     def _signal_all(self, sig: int) -> None:

@@ -140,6 +140,7 @@ def test_binary_package_depends_on_debian_python_packages() -> None:
         "python3-dnspython",
         "python3-cryptography",
         "python3-nacl",
+        "python3-prometheus-client",
         "publicsuffix",
         "adduser",
         "procps",

@@ -6,7 +6,8 @@
                                      "dns": {"nameservers": [dns.address]}}) as d:
         MilterClient(d.socket).open()
 
-The config is written as TOML (``milter.socket`` defaults to a socket in ``tmp_path``),
+The config is written as TOML (``milter.socket`` defaults to a socket in ``tmp_path``;
+``metrics.listen`` to "", so that no two daemons want the shipped default port 9431),
 the daemon is started with ``PYTHONPATH=<repo>/milter``, and the runner polls until the
 socket accepts connections. It is stopped with SIGTERM by its own PID (SIGKILL after a
 timeout).
@@ -156,7 +157,10 @@ class AuthmilterDaemon(Service):
         and ``{socket}`` in its items are substituted); used to self-test with a stand-in."""
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
-        default = {"milter": {"socket": f"unix:{self.dir / 'authmilter.sock'}"}}
+        default = {
+            "milter": {"socket": f"unix:{self.dir / 'authmilter.sock'}"},
+            "metrics": {"listen": ""},
+        }
         self.config: dict[str, Any] = _deep_merge(default, config or {})
         self.config_path = self.dir / "authmilter.toml"
         self.socket: str = self.config["milter"]["socket"]

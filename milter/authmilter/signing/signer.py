@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import dkim.util
 
+from authmilter import metrics
 from authmilter.checks.dkim_body import BodySpec, hash_body
 from authmilter.checks.dkim_header import CanonicalHeaders
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
@@ -252,6 +253,7 @@ class Signer:
             edits.append(
                 HeaderEdit(name=SIGNATURE_FIELD, value=value.replace("\r\n", "\n"), index=0)
             )
+            metrics.signature(sel.key.name)
         return tuple(edits)
 
     def header_list(self, headers: Sequence[HeaderField]) -> list[str]:
