@@ -75,8 +75,7 @@ class Session:
             queue_id=queue_id,
             daemon_name=daemon_name or self.env.daemon_name,
         )
-        self.spf = self._guard("envfrom", lambda: self.engine.check_envelope(self.env), None)
-        self.iprev = self._guard("envfrom", lambda: self.engine.check_client(self.env), None)
+        self._guard("envfrom", self._envelope_checks, None)
         if self.spf is not None:
             metrics.spf(self.spf)
 
@@ -128,6 +127,11 @@ class Session:
             self.hasher = None
 
     # ------------------------------------------------------------------ internals
+
+    def _envelope_checks(self) -> None:
+        """What MAIL FROM time knows enough for: iprev of the client, SPF."""
+        self.iprev = self.engine.check_client(self.env)
+        self.spf = self.engine.check_envelope(self.env)
 
     def _new_hasher(self) -> BodyHasher:
         return BodyHasher(self.engine.body_specs(self.env, self.headers))

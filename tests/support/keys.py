@@ -76,9 +76,13 @@ def file_key(path: Path, public_path: Path, bits: int) -> DkimKey:
     return DkimKey(path.read_bytes(), public, bits, "rsa", f"rsa{bits}")
 
 
-@functools.cache
 def shared_rsa_key(bits: int = 2048) -> DkimKey:
-    """One RSA key per size for the whole test run."""
+    """One RSA key per size for the whole test run (``shared_rsa_key()`` is ``(2048)``)."""
+    return _shared_rsa_key(bits)
+
+
+@functools.cache
+def _shared_rsa_key(bits: int) -> DkimKey:
     return new_rsa_key(bits)
 
 
