@@ -85,13 +85,19 @@ def build_engine(
     login_map = None
     if cfg.signing.sender_login_map:
         login_map = LoginMap.load(config_dir / cfg.signing.sender_login_map)
+    resolver = resolver if resolver is not None else make_resolver(cfg)
     engine = Engine(
         config=cfg,
-        resolver=resolver if resolver is not None else make_resolver(cfg),
+        resolver=resolver,
         signer=signer,
         psl=psl,
         login_map=login_map,
         authserv_id=cfg.milter.effective_authserv_id(),
+        # key records are asked for afresh: the answer cache outlives a reload, and a record
+        # published just before it must not wait for a cached NXDOMAIN to expire
+        publication_resolver=resolver.uncached()
+        if isinstance(resolver, DnspythonResolver)
+        else None,
     )
     if check_published and engine.publication is not None and engine.active_signer is not None:
         engine.publication.check(engine.active_signer.keys)

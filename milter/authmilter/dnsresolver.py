@@ -15,6 +15,7 @@ SERVFAIL, refused): the last must never be read as "no record".
 from __future__ import annotations
 
 import contextlib
+import copy
 import ipaddress
 import logging
 import math
@@ -395,6 +396,12 @@ class DnspythonResolver:
     def _keep(self, key: tuple[str, str], answer: Answer, ttl: float) -> None:
         if self.cache is not None and ttl > 0:
             self.cache.put(key, answer, time.time() + ttl)
+
+    def uncached(self) -> DnspythonResolver:
+        """The same resolver (servers, failure memory) without the answer cache."""
+        view = copy.copy(self)
+        view.cache = None
+        return view
 
     def _heard(self) -> None:
         if self.failures is not None:

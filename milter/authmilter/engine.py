@@ -48,6 +48,9 @@ class Engine:
     psl: PublicSuffixList | None = None
     login_map: LoginMap | None = None
     authserv_id: str = ""  # "" = config.milter.effective_authserv_id()
+    # where key records are looked up for signing.require_published_key (default: resolver);
+    # compose gives one that skips the answer cache, so a reload sees a record just published
+    publication_resolver: Resolver | None = None
     trust: TrustPolicy = field(init=False, repr=False)
     # which keys may sign now (signing.require_published_key): the engine's one runtime state
     publication: KeyPublication | None = field(init=False, repr=False)
@@ -59,7 +62,9 @@ class Engine:
         signing = self.config.signing
         publication = None
         if self.signer is not None and signing.require_published_key:
-            publication = KeyPublication(self.resolver, signing.publish_check_interval)
+            publication = KeyPublication(
+                self.publication_resolver or self.resolver, signing.publish_check_interval
+            )
         object.__setattr__(self, "publication", publication)
 
     # ------------------------------------------------------------------ stages

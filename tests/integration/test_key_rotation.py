@@ -185,3 +185,23 @@ def test_dns_failing_at_start_signs_with_a_warning_until_a_lookup_answers(
     world.clear_faults()  # DNS answers: there is no record, so the key stops signing
     wait_for_selectors(daemon, [])
     assert f"signing key {OLD}: not published (missing): no longer signing" in daemon.log()
+
+
+def test_a_reload_sees_a_record_published_just_before_it_despite_the_answer_cache(
+    world: DnsServer,
+    new_key: DkimKey,
+    tmp_path: Path,
+    authmilter_daemon: Callable[..., AuthmilterDaemon],
+) -> None:
+    """The answer cache survives a reload; the key check must not read a cached NXDOMAIN."""
+    entry = key_entry(tmp_path, "new", new_key)
+    cfg = config(world, [entry])
+    cfg["dns"] = {"nameservers": [world.address], "timeout": 1.0}  # the cache on (default)
+    cfg["signing"]["publish_check_interval"] = 3600  # no periodic check during the test
+    daemon = authmilter_daemon(cfg)
+    assert f"signing key {NEW}: not published (missing)" in daemon.log()
+    assert selectors(daemon) == []
+    publish(world, NEW, new_key)
+    daemon.reload()
+    daemon.wait_for_log(f"signing key {NEW}: published and matching")
+    assert selectors(daemon, world) == ["new"]
