@@ -73,9 +73,10 @@ def render(data: dict[str, Any]) -> str:
     _machine(w, data)
     _method(w, data)
     _goals(w, ms)
-    notes = Path(__file__).with_name("RESULTS-notes.md")
-    if not data["quick"] and notes.exists():
-        w(notes.read_text(encoding="utf-8"))
+    for name in ("RESULTS-notes.md", "RESULTS-faults.md", "RESULTS-soak.md"):
+        hand_written = Path(__file__).with_name(name)  # notes; bench.faults; bench.soak
+        if not data["quick"] and hand_written.exists():
+            w(hand_written.read_text(encoding="utf-8"))
     for sc in data["scenarios"]:
         _scenario_table(w, sc, ms, data)
     _signing_check(w, ms)

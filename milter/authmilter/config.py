@@ -156,6 +156,8 @@ class MilterConfig:
     umask: str = field(default="0007", metadata=_check(_umask))
     timeout: int = field(default=600, metadata=_check(_positive))  # libmilter I/O timeout, s
     workers: int = field(default=1, metadata=_check(_workers))  # processes (one core each)
+    # live sessions per process; the next connection gets 451 4.3.2 at CONNECT
+    max_sessions: int = field(default=1000, metadata=_check(_positive))
     on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
     log_level: str = field(default="info", metadata=_one_of("debug", "info", "warning", "error"))
     log_target: str = field(default="stderr", metadata=_one_of("stderr", "syslog"))

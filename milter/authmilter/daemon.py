@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -31,6 +32,7 @@ from authmilter.config import Config, load
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
+from authmilter.sessionguard import SessionGuard
 from authmilter.supervisor import WAITED, Supervisor, die_with_parent
 from authmilter.users import user_ids
 
@@ -57,6 +59,7 @@ def run(config_path: str) -> int:
     """Run the milter in the foreground until TERM/INT/HUP."""
     cfg = load(config_path)
     setup_logging(cfg.milter)
+    raise_fd_limit()
     engine = build_engine(cfg)
     # Before any thread exists: libmilter's signal thread and our sigwait()s need these blocked.
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
@@ -134,7 +137,8 @@ def _serve(
     reloader.start()
     spec = f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket)
     prefix = f"{worker}." if worker else ""
-    milter_adapter.prepare(holder.get, spec, cfg.milter.timeout, prefix)
+    guard = SessionGuard(session_cap(cfg.milter.max_sessions), cfg.milter.timeout)
+    milter_adapter.prepare(holder.get, spec, cfg.milter.timeout, prefix, guard)
     endpoint = None
     if fd is None:
         _open_socket(cfg)
@@ -149,7 +153,7 @@ def _serve(
     else:
         milter_adapter.open_socket(False, spec)
     try:
-        milter_adapter.main_loop(parent)
+        milter_adapter.main_loop(parent, guard)
     finally:
         if fd is None:
             _remove_socket(cfg)
@@ -158,6 +162,46 @@ def _serve(
     if fd is None:
         log.info("authmilter stopped")
     return 0
+
+
+FDS_RESERVED = 64  # descriptors kept for everything but sessions (libraries, logs, keys)
+FDS_PER_SESSION = 2  # its socket, and a DNS socket while one of its lookups runs
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (the unit sets both); the soft limit.
+
+    Under the Debian unit the sandbox forbids setrlimit and LimitNOFILE has done it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.debug("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def session_cap(configured: int) -> int:
+    """milter.max_sessions, lowered to what the descriptor limit can hold.
+
+    libmilter's accept loop spins on EMFILE: the cap must keep a process well below it.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    room = max(1, (soft - FDS_RESERVED) // FDS_PER_SESSION)
+    if configured > room:
+        log.warning(
+            "milter.max_sessions = %d needs more descriptors than the limit of %d allows:"
+            " capping sessions at %d (raise LimitNOFILE / ulimit -n)",
+            configured,
+            soft,
+            room,
+        )
+        return room
+    return configured
 
 
 def _libmilter_spec(spec: str) -> str:

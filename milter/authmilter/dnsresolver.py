@@ -185,6 +185,7 @@ class AnswerCache:
 
 DEFAULT_FAILURE_TTL = 10.0  # [dns] failure_ttl, seconds
 PROBE_TIMEOUT = 1.0  # seconds a liveness probe waits for any answer
+REPROBE_INTERVAL = 1.0  # seconds between two probes while the servers are down
 MAX_REMEMBERED_FAILURES = 4096  # (name, type) pairs that timed out
 
 
@@ -199,7 +200,9 @@ class FailureMemory:
       kind has come from the servers since the timed-out query was sent, one liveness
       probe (``probe(timeout) -> bool``, any answer counts) decides: no answer, and every
       lookup fails at once (DnsTempError) for ``ttl`` seconds; lookups made while the probe
-      runs wait for its verdict (at most ``probe_timeout``). The first answer heard ends it.
+      runs wait for its verdict (at most ``probe_timeout``). Meanwhile the probe is repeated
+      every second: the first answer heard ends it (and forgets the names that timed out
+      while the servers were down), so a server that comes back is used within a second.
 
     A failing lookup is a temperror, and a verdict that depends on it a 451: remembering a
     failure changes how fast that answer comes, never what it is.
@@ -221,12 +224,15 @@ class FailureMemory:
 
     def heard(self) -> None:
         """A name server answered (anything, even SERVFAIL): the servers are alive."""
-        now = time.monotonic()
         with self._lock:
-            self._heard = now
-            if self._down_until:
-                self._down_until = 0.0
-                log.info("DNS: name servers answer again")
+            self._alive()
+
+    def _alive(self) -> None:  # with the lock held
+        self._heard = time.monotonic()
+        if self._down_until:
+            self._down_until = 0.0
+            self._names.clear()  # they timed out because nothing answered at all
+            log.info("DNS: name servers answer again")
 
     def check(self, key: tuple[str, str]) -> None:
         """Raise DnsTempError at once when ``key`` or the servers are known to be failing."""
@@ -268,6 +274,32 @@ class FailureMemory:
         probe.start()
 
     def _run_probe(self, event: threading.Event) -> None:
+        alive = self._probe_once()
+        with self._lock:
+            if alive:
+                self._alive()
+            else:
+                self._down_until = time.monotonic() + self.ttl
+                log.warning(
+                    "DNS: no name server answers; lookups fail at once (temperror) for up"
+                    " to %gs, probing every %gs",
+                    self.ttl,
+                    REPROBE_INTERVAL,
+                )
+            self._probing = None
+        event.set()
+        # while down: probe again every second, so that recovery is noticed at once
+        while not alive:
+            time.sleep(REPROBE_INTERVAL)
+            with self._lock:
+                if not self._down_until or time.monotonic() >= self._down_until:
+                    return  # heard meanwhile, or the window is over: lookups decide again
+            alive = self._probe_once()
+            if alive:
+                with self._lock:
+                    self._alive()
+
+    def _probe_once(self) -> bool:
         try:
             alive = self._probe(self.probe_timeout)
         except Exception:  # a broken probe must not leave lookups waiting
@@ -275,16 +307,7 @@ class FailureMemory:
             alive = False
         with self._lock:
             self.probes += 1
-            if alive:
-                self._heard = time.monotonic()
-            else:
-                self._down_until = time.monotonic() + self.ttl
-                log.warning(
-                    "DNS: no name server answers; lookups fail at once (temperror) for %gs",
-                    self.ttl,
-                )
-            self._probing = None
-        event.set()
+        return alive
 
 
 RETRANSMIT_FIRST = 1.0  # seconds before the first retransmission (or the next server)

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import itertools
 import logging
 import os
 import signal
 import socket
+import stat
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import Milter
 import milter
@@ -31,6 +33,7 @@ from authmilter.decision import Action, Decision, Reply
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError
 from authmilter.session import Session
+from authmilter.sessionguard import Conn, SessionGuard
 
 log = logging.getLogger("authmilter")
 
@@ -44,15 +47,46 @@ _ACTIONS = {
 
 FLAGS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE
 
+_Callback = TypeVar("_Callback", bound=Callable[..., int])
+
+
+def _tracked(method: _Callback) -> _Callback:
+    """A callback the session guard sees start and end (its idle clock; the cap's count)."""
+
+    @functools.wraps(method)
+    def wrapper(self: AuthMilter, *args: Any) -> int:
+        guard, conn = self._guard, self._conn
+        if guard is None or conn is None:
+            return method(self, *args)
+        if not conn.fd_tried:
+            guard.learn_fd(conn, _session_fd(getattr(self, "_ctx", None), self))
+        guard.begin(conn)
+        try:
+            return method(self, *args)
+        finally:
+            guard.end(conn)
+
+    return wrapper  # type: ignore[return-value]
+
 
 @Milter.header_leading_space
 class AuthMilter(Milter.Base):  # type: ignore[misc]
     """One instance per SMTP connection."""
 
-    def __init__(self, engine_provider: Callable[[], Engine], conn_id: str = "0") -> None:
+    def __init__(
+        self,
+        engine_provider: Callable[[], Engine],
+        conn_id: str = "0",
+        guard: SessionGuard | None = None,
+    ) -> None:
         self.session = Session(engine_provider(), conn_id)  # one engine per connection
         self._closed = metrics.session_opened()  # sessions in flight, until close()
         weakref.finalize(self, self._closed)  # should libmilter never call close()
+        self._guard = guard
+        self._conn: Conn | None = None
+        if guard is not None:
+            self._conn = guard.open(conn_id)
+            weakref.finalize(self, guard.forget, self._conn)  # close() normally does it
 
     def _macro(self, name: str) -> str:
         try:
@@ -63,18 +97,25 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ callbacks
 
-    @Milter.noreply
+    @_tracked
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        # Not @noreply: beyond milter.max_sessions the answer is a 451 at once.
+        guard, conn = self._guard, self._conn
+        if guard is not None and conn is not None and not guard.admit(conn):
+            self._reply(replies.busy())
+            return Milter.TEMPFAIL
         self.session.connect(
             hostname or "", _address(family, hostaddr), self._macro("{daemon_name}")
         )
         return Milter.CONTINUE
 
     @Milter.noreply
+    @_tracked
     def hello(self, heloname: str) -> int:
         self.session.helo(heloname or "")
         return Milter.CONTINUE
 
+    @_tracked
     def envfrom(self, mailfrom: str, *esmtp: str) -> int:
         self.session.mail_from(
             mailfrom,
@@ -84,6 +125,7 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         )
         return Milter.CONTINUE
 
+    @_tracked
     def envrcpt(self, to: str, *esmtp: str) -> int:
         decision = self.session.recipient(to)
         if decision is None:
@@ -93,6 +135,7 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     @Milter.noreply
     @Milter.decode("bytes")
+    @_tracked
     def header(self, name: str, value: bytes) -> int:
         if isinstance(value, str):  # an MTA that does not honour the bytes strategy
             value = value.encode("utf-8", "surrogateescape")
@@ -102,16 +145,19 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE
 
     @Milter.noreply
+    @_tracked
     def eoh(self) -> int:
         # Kept (not negotiated away): some MTA-side tools (miltertest) insist on sending it.
         self.session.end_of_headers()
         return Milter.CONTINUE
 
     @Milter.noreply
+    @_tracked
     def body(self, chunk: bytes) -> int:
         self.session.body(chunk)
         return Milter.CONTINUE
 
+    @_tracked
     def eom(self) -> int:
         decision = self.session.end_of_message(self._macro("i"))
         try:
@@ -126,6 +172,8 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
     def close(self) -> int:
         """libmilter's close callback (never negotiated away): the connection is gone."""
         self._closed()
+        if self._guard is not None and self._conn is not None:
+            self._guard.forget(self._conn)
         return Milter.CONTINUE
 
     # abort is not overridden: per-message state is reset at MAIL FROM, so pymilter
@@ -174,14 +222,19 @@ def _milter_value(value: str) -> str:
 
 
 def prepare(
-    engine_provider: Callable[[], Engine], spec: str, timeout: int, conn_prefix: str = ""
+    engine_provider: Callable[[], Engine],
+    spec: str,
+    timeout: int,
+    conn_prefix: str = "",
+    guard: SessionGuard | None = None,
 ) -> None:
     """What Milter.runmilter does before opening the socket (the daemon needs a step between).
 
-    ``spec`` is libmilter's socket spec (``local:/path``, ``inet:port@host``, ``fd:N``).
+    ``spec`` is libmilter's socket spec (``local:/path``, ``inet:port@host``, ``fd:N``);
+    ``guard``: the session cap and idle reaper (:func:`main_loop` runs its thread).
     """
     counter = itertools.count(1)
-    Milter.factory = lambda: AuthMilter(engine_provider, f"{conn_prefix}{next(counter)}")
+    Milter.factory = lambda: AuthMilter(engine_provider, f"{conn_prefix}{next(counter)}", guard)
     Milter.set_flags(FLAGS)
     Milter.set_exception_policy(Milter.TEMPFAIL)
     milter.set_connect_callback(Milter.connect_callback)
@@ -221,15 +274,46 @@ WATCH_INTERVAL = 0.1  # seconds between two looks at the stop flag and the paren
 MILTER_CONT = 0  # libmilter's mi_stop() value while running
 
 
+@functools.cache
 def _libmilter() -> ctypes.CDLL | None:
     """libmilter as pymilter loaded it (symbols are looked up through pymilter's module)."""
     try:
         lib = ctypes.CDLL(milter.__file__)
         lib.mi_stop.restype = ctypes.c_int
         lib.mi_stop.argtypes = []
+        lib.smfi_getpriv.restype = ctypes.c_void_p
+        lib.smfi_getpriv.argtypes = [ctypes.c_void_p]
     except (OSError, AttributeError, TypeError):
         return None
     return lib
+
+
+def _session_fd(ctx: object, instance: object) -> int | None:
+    """The socket libmilter reads this connection from, or None when it cannot be known.
+
+    pymilter's context object is ``{PyObject_HEAD; SMFICTX *ctx; PyObject *priv; ...}`` and
+    libmilter's SMFICTX starts ``{pthread_t ctx_id; int ctx_sd; ...}``. Neither is an API,
+    so each step is checked before the next: the object's size, its ``priv`` being this
+    AuthMilter, libmilter's own ``smfi_getpriv(ctx)`` naming the context object back, and
+    the descriptor being a socket. Anything else (another pymilter, a test's fake context)
+    gives None, and the guard then reaps nothing by descriptor.
+    """
+    lib = _libmilter()
+    word = ctypes.sizeof(ctypes.c_void_p)
+    head = object.__basicsize__
+    if lib is None or ctx is None or type(ctx).__basicsize__ != head + 3 * word:
+        return None
+    base = id(ctx)
+    if ctypes.c_void_p.from_address(base + head + word).value != id(instance):
+        return None
+    smfictx = ctypes.c_void_p.from_address(base + head).value
+    if not smfictx or lib.smfi_getpriv(smfictx) != base:
+        return None
+    fd = ctypes.c_int.from_address(smfictx + ctypes.sizeof(ctypes.c_ulong)).value
+    try:
+        return fd if fd >= 0 and stat.S_ISSOCK(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
 
 
 class StopWatcher(threading.Thread):
@@ -268,21 +352,25 @@ class StopWatcher(threading.Thread):
         self._done.set()
 
 
-def main_loop(parent: int | None = None) -> None:
+def main_loop(parent: int | None = None, guard: SessionGuard | None = None) -> None:
     """libmilter's main loop, until TERM/INT/HUP (or, given ``parent``, until it is gone).
 
     Call from the main thread, with TERM/INT/HUP blocked (libmilter's signal thread waits
-    for them).
+    for them). ``guard``: the one given to :func:`prepare`; its reaper runs meanwhile.
     """
     signal.signal(WAKE_SIGNAL, _woken)
     watcher = StopWatcher(parent)
     watcher.start()
+    if guard is not None:
+        guard.start()
     try:
         milter.main()
     except milter.error as exc:
         raise AuthmilterError(f"milter main loop failed: {exc}") from None
     finally:
         watcher.finish()
+        if guard is not None:
+            guard.stop()
 
 
 def _woken(signum: int, frame: object) -> None:

@@ -51,3 +51,8 @@ def from_not_single() -> Reply:
 def internal_error() -> Reply:
     """451 4.3.0: something went wrong on our side; nothing is lost, the sender retries."""
     return Reply(451, "4.3.0", "temporary local problem; please try again later")
+
+
+def busy() -> Reply:
+    """451 4.3.2 at CONNECT: more sessions than ``milter.max_sessions``; the MTA retries."""
+    return Reply(451, "4.3.2", "too many connections to the mail filter; try again later")
