@@ -10,6 +10,7 @@ lives on the instance (one per connection). :func:`prepare`, :func:`open_socket`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import functools
@@ -47,6 +48,20 @@ _ACTIONS = {
 
 FLAGS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE
 
+# Bookkeeping of connections collected without a close() callback (deque.append and
+# popleft are atomic and take no lock, so a finalizer may call append at any moment).
+_ORPHANED: collections.deque[Callable[[], None]] = collections.deque()
+
+
+def _run_orphaned() -> None:
+    while True:
+        try:
+            undo = _ORPHANED.popleft()
+        except IndexError:
+            return
+        undo()
+
+
 _Callback = TypeVar("_Callback", bound=Callable[..., int])
 
 
@@ -79,14 +94,17 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
         conn_id: str = "0",
         guard: SessionGuard | None = None,
     ) -> None:
+        _run_orphaned()
         self.session = Session(engine_provider(), conn_id)  # one engine per connection
         self._closed = metrics.session_opened()  # sessions in flight, until close()
-        weakref.finalize(self, self._closed)  # should libmilter never call close()
         self._guard = guard
         self._conn: Conn | None = None
         if guard is not None:
             self._conn = guard.open(conn_id)
-            weakref.finalize(self, guard.forget, self._conn)  # close() normally does it
+        # Should libmilter never call close(): the bookkeeping runs after the object is
+        # collected, at the next connection. Never in the finalizer itself: the cyclic GC
+        # may run it on a thread that holds the guard's (or a metric's) lock right then.
+        self._finalizer = weakref.finalize(self, _ORPHANED.append, self._close_bookkeeping)
 
     def _macro(self, name: str) -> str:
         try:
@@ -171,10 +189,22 @@ class AuthMilter(Milter.Base):  # type: ignore[misc]
 
     def close(self) -> int:
         """libmilter's close callback (never negotiated away): the connection is gone."""
-        self._closed()
-        if self._guard is not None and self._conn is not None:
-            self._guard.forget(self._conn)
+        self._finalizer.detach()
+        self._close_bookkeeping()
+        _run_orphaned()
         return Milter.CONTINUE
+
+    @property
+    def _close_bookkeeping(self) -> Callable[[], None]:
+        """What a closed connection must undo (idempotent; holds no reference to self)."""
+        closed, guard, conn = self._closed, self._guard, self._conn
+
+        def undo() -> None:
+            closed()
+            if guard is not None and conn is not None:
+                guard.forget(conn)
+
+        return undo
 
     # abort is not overridden: per-message state is reset at MAIL FROM, so pymilter
     # negotiates that callback away.

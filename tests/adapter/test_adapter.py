@@ -211,3 +211,31 @@ def test_authenticated_mail_is_signed_from_the_streamed_body(tmp_path: Path) -> 
     sig = HeaderField("DKIM-Signature", sigs[0].replace("\n", "\r\n").encode())
     tx = Transaction(headers=(sig, *received.headers), body=received.body)
     assert [r.result for r in verify_dkim(tx, resolver, DkimConfig())] == [Result.PASS]
+
+
+def test_a_collected_connection_never_deadlocks_on_the_guards_lock() -> None:
+    """Debian's pymilter leaves connections to the cyclic GC, which may run their finalizer
+    on a thread that holds the session guard's lock (found: the daemon hung after about 18
+    connections). The finalizer only queues the bookkeeping; the next connection runs it."""
+    import gc
+    import threading
+
+    from authmilter.sessionguard import SessionGuard
+
+    guard = SessionGuard(10, 600.0)
+    eng = engines.make_engine()
+
+    def collect_while_holding_the_lock() -> None:
+        m = AuthMilter(lambda: eng, "1", guard)
+        m.cycle = m  # only the cyclic GC frees it, as with Debian's pymilter
+        del m
+        with guard._lock:
+            gc.collect()  # the finalizer runs here, on this thread
+
+    worker = threading.Thread(target=collect_while_holding_the_lock, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "deadlock: the finalizer took the guard's lock"
+    assert guard.live() == 1  # queued, not yet undone
+    AuthMilter(lambda: eng, "2", guard)  # the next connection runs the queued bookkeeping
+    assert guard.live() == 1
