@@ -35,11 +35,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter import metrics
 from authmilter.config import from_dict
-from authmilter.dnsresolver import Answer, StaticResolver
+from authmilter.dnsresolver import Answer
 from authmilter.engine import Engine
 from authmilter.model import parse_message
 from authmilter.session import Session
 from authmilter.signing.signer import Signer
+from authmilter.staticresolver import StaticResolver
 
 GOOD_IP = "192.0.2.25"
 BAD_IP = "203.0.113.9"

@@ -10,13 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from authmilter.config import Config, from_dict, load
-from authmilter.dnsresolver import DnspythonResolver, Resolver, StaticResolver
+from authmilter.dnsresolver import DnspythonResolver, Resolver
 from authmilter.engine import Engine
 from authmilter.errors import UsageError
 from authmilter.psl import PublicSuffixList
 from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
+from authmilter.staticresolver import StaticResolver
 
 
 def load_config(path: str | None) -> Config:

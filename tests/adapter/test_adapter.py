@@ -10,10 +10,10 @@ import Milter
 import pytest
 
 from authmilter.config import from_dict
-from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.milter_adapter import AuthMilter
 from authmilter.model import parse_message
+from authmilter.staticresolver import StaticResolver
 from tests.support import engines
 from tests.support.keys import sign, simple_message
 

@@ -30,10 +30,10 @@ from authmilter.checks.dkim_header import (
 )
 from authmilter.checks.dkim_verify import MAX_HEADER_DATA, verify_dkim
 from authmilter.config import MAX_HEADER_FIELDS, MAX_SIGNED_FIELDS, DkimConfig, from_dict
-from authmilter.dnsresolver import StaticResolver
 from authmilter.errors import ConfigError
 from authmilter.model import HeaderField, parse_message
 from authmilter.results import DkimResult, Result
+from authmilter.staticresolver import StaticResolver
 from tests.support.keys import dkim_record, sign, simple_message
 
 KEY_NAME = "sel._domainkey.example.com"

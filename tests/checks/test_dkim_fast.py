@@ -27,9 +27,9 @@ from authmilter.checks.dkim_crypto import KeyFormatError, load_public_key, verif
 from authmilter.checks.dkim_header import strip_b_value
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Transaction, parse_message
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.support.keys import DkimKey, new_ed25519_key, new_rsa_key
 
 SEL = "sel._domainkey.example.com"

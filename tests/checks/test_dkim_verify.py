@@ -16,9 +16,10 @@ from authmilter.checks import dkim_verify
 from authmilter.checks.dkim_body import BodyHasher, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
-from authmilter.dnsresolver import Answer, StaticResolver
+from authmilter.dnsresolver import Answer
 from authmilter.model import HeaderField, Transaction, parse_message
 from authmilter.results import DkimResult, Result
+from authmilter.staticresolver import StaticResolver
 from tests.support import keys
 from tests.support.keys import DkimKey, new_ed25519_key, new_rsa_key
 

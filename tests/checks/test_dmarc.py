@@ -12,7 +12,6 @@ from authmilter.checks.dmarc import evaluate_dmarc, select_org_domain
 from authmilter.checks.dmarc_record import parse_record, tree_walk_targets
 from authmilter.checks.fromfield import parse_from
 from authmilter.config import DmarcConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
 from authmilter.results import (
@@ -24,6 +23,7 @@ from authmilter.results import (
     Result,
     SpfResult,
 )
+from authmilter.staticresolver import StaticResolver
 
 PSL_FILE = Path(__file__).resolve().parent.parent / "data" / "psl" / "small.dat"
 NONE, QUARANTINE, REJECT = Disposition.NONE, Disposition.QUARANTINE, Disposition.REJECT

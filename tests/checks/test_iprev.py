@@ -7,8 +7,8 @@ import ipaddress
 import pytest
 
 from authmilter.checks.iprev import MAX_NAMES, check_iprev, host_name
-from authmilter.dnsresolver import StaticResolver
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 
 V4 = ipaddress.ip_address("192.0.2.25")
 V6 = ipaddress.ip_address("2001:db8::25")

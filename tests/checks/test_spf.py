@@ -14,10 +14,11 @@ import spf
 
 from authmilter.checks.spf import check_helo, check_spf, domain_problem, install
 from authmilter.config import SpfConfig
-from authmilter.dnsresolver import Answer, DnspythonResolver, StaticResolver
+from authmilter.dnsresolver import Answer, DnspythonResolver
 from authmilter.errors import DnsTempError
 from authmilter.model import Envelope
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.support.dnsserver import DnsServer
 
 CFG = SpfConfig()

@@ -12,9 +12,9 @@ import pytest
 
 from authmilter.checks.spf import check_spf
 from authmilter.config import SpfConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Envelope
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 
 CFG = SpfConfig()
 DOMAIN = "victim.example"

@@ -10,7 +10,7 @@ import pytest
 
 from authmilter import compose
 from authmilter.cli import main
-from authmilter.dnsresolver import StaticResolver
+from authmilter.staticresolver import StaticResolver
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "signing"
 

@@ -12,8 +12,8 @@ import pytest
 
 from authmilter import compose
 from authmilter.cli import main
-from authmilter.dnsresolver import StaticResolver
 from authmilter.signing.keys import load_key_file
+from authmilter.staticresolver import StaticResolver
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "signing"
 KEYS = (

@@ -16,13 +16,13 @@ import pytest
 from authmilter.cli import main
 from authmilter.compose import load_engine
 from authmilter.config import SigningConfig, load
-from authmilter.dnsresolver import StaticResolver
 from authmilter.errors import ConfigError
 from authmilter.psl import PublicSuffixList
 from authmilter.signing.keys import load_key_file
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
 from authmilter.signing.tables import SigningTable, load_key_table
+from authmilter.staticresolver import StaticResolver
 
 SECRET = "SECRETHASH"
 SHADOW = (

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from authmilter.dnsresolver import Answer, StaticResolver, normalise_name
+from authmilter.dnsresolver import Answer, normalise_name
 from authmilter.errors import DnsTempError
 from authmilter.model import Envelope
+from authmilter.staticresolver import StaticResolver
 
 PYSPF_VERSION = "2.0.14"
 MEMBER = f"pyspf-{PYSPF_VERSION}/test/rfc7208-tests.yml"

@@ -16,9 +16,10 @@ import pytest
 from authmilter.checks.dkim_body import BodyHasher, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
-from authmilter.dnsresolver import DnspythonResolver, Resolver, StaticResolver
+from authmilter.dnsresolver import DnspythonResolver, Resolver
 from authmilter.model import parse_message
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.support.dnsserver import DnsServer
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dkim"

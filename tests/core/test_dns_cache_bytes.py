@@ -23,14 +23,8 @@ import pytest
 
 from authmilter.compose import build_engine
 from authmilter.config import from_dict
-from authmilter.dnsresolver import (
-    DEFAULT_CACHE_BYTES,
-    ENTRY_OVERHEAD,
-    Answer,
-    AnswerCache,
-    DnspythonResolver,
-    entry_size,
-)
+from authmilter.dnscache import DEFAULT_CACHE_BYTES, ENTRY_OVERHEAD, AnswerCache, entry_size
+from authmilter.dnsresolver import Answer, DnspythonResolver
 from tests.support.dnsserver import DnsServer
 
 BIG = 235 * 255  # 59925 bytes of TXT data in one hostile answer

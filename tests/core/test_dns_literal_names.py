@@ -8,7 +8,8 @@ import ipaddress
 
 from authmilter.checks.spf import check_spf
 from authmilter.config import SpfConfig
-from authmilter.dnsresolver import DnspythonResolver, literal_name
+from authmilter.dnsresolver import DnspythonResolver
+from authmilter.dnswire import literal_name
 from authmilter.model import Envelope
 from authmilter.results import Result
 from tests.support.dnsserver import DnsServer

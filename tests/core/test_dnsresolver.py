@@ -10,8 +10,9 @@ import dns.message
 import pytest
 
 from authmilter.compose import load_engine
-from authmilter.dnsresolver import DnspythonResolver, StaticResolver, parse_nameserver
+from authmilter.dnsresolver import DnspythonResolver, parse_nameserver
 from authmilter.errors import ConfigError, DnsTempError
+from authmilter.staticresolver import StaticResolver
 from tests.integration.slowdns import SlowDns
 from tests.support.dnsserver import DnsServer
 

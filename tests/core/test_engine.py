@@ -8,11 +8,11 @@ import pytest
 
 from authmilter.config import from_dict
 from authmilter.decision import Action, Decision
-from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.logline import result_pairs
 from authmilter.model import Envelope, parse_message
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.support.engines import example_zone, make_engine
 from tests.support.keys import sign, simple_message
 

@@ -13,8 +13,9 @@ import dns.rdatatype
 import pytest
 
 from authmilter.cli import main
-from authmilter.dnsresolver import SUPPORTED_TYPES, DnspythonResolver, StaticResolver
+from authmilter.dnsresolver import SUPPORTED_TYPES, DnspythonResolver
 from authmilter.errors import ConfigError
+from authmilter.staticresolver import StaticResolver
 from tests.support.dnsserver import DnsServer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from authmilter.checks.dkim_header import CanonicalHeaders, relaxed_value, strip_b_value
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import HeaderField, parse_message
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.fuzz.strategies import field_name, field_value, hostile_bytes
 from tests.support.keys import shared_ed25519_key
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from authmilter.checks.dkim_key import KeyProblem, SignatureFacts, load_key
 from authmilter.checks.dmarc_record import parse_record
-from authmilter.dnsresolver import StaticResolver
 from authmilter.errors import ConfigError
 from authmilter.headers import header_value_is_safe, render_authentication_results
 from authmilter.model import Envelope
 from authmilter.results import AuthResults, DkimResult, DmarcResult, Result, SpfResult
+from authmilter.staticresolver import StaticResolver
 from tests.core.test_headers import asciify, strict_parse
 from tests.fuzz.strategies import hostile_bytes, hostile_text
 

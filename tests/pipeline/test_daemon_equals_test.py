@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from authmilter.cli import main
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Envelope, Transaction, parse_message
+from authmilter.staticresolver import StaticResolver
 from tests.pipeline import test_hostile_input as hostile
 from tests.pipeline import test_spoofing_corpus as spoofing
 from tests.support.daemon import AuthmilterDaemon

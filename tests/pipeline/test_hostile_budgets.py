@@ -25,10 +25,10 @@ import pytest
 
 from authmilter.cli import run_session
 from authmilter.decision import Action, Decision
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import parse_message
 from authmilter.results import AuthResults, Result
 from authmilter.session import Session
+from authmilter.staticresolver import StaticResolver
 from tests.support.engines import make_engine
 from tests.support.keys import shared_ed25519_key
 

@@ -37,10 +37,10 @@ import pytest
 from authmilter import headers
 from authmilter.checks.dkim_body import BodyHasher
 from authmilter.decision import Action, Decision
-from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, parse_message, to_crlf
 from authmilter.results import Result
+from authmilter.staticresolver import StaticResolver
 from tests.support import engines
 from tests.support.decisions import our_ar
 from tests.support.keys import DkimKey, new_ed25519_key

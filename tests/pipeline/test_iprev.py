@@ -10,10 +10,10 @@ import pytest
 
 from authmilter.cli import run_session
 from authmilter.decision import Action, Decision
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import Envelope, parse_message
 from authmilter.results import Result
 from authmilter.session import Session
+from authmilter.staticresolver import StaticResolver
 from tests.support.engines import BAD_IP, GOOD_IP, example_zone, make_engine
 from tests.support.keys import sign, simple_message
 

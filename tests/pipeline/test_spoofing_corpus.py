@@ -33,10 +33,10 @@ import pytest
 
 from authmilter import header_edits
 from authmilter.decision import Action, Decision
-from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
 from authmilter.model import Envelope, HeaderField, Transaction, parse_message
 from authmilter.results import AuthResults, Result
+from authmilter.staticresolver import StaticResolver
 from tests.pipeline.test_hostile_input import check_invariants, parse_ar
 from tests.support.decisions import our_ar
 from tests.support.engines import make_engine

@@ -13,11 +13,11 @@ import pytest
 
 from authmilter import genkey
 from authmilter.config import KeySpec, SigningConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import parse_message
 from authmilter.signing.dnscheck import KeyStatus, check_published_keys
 from authmilter.signing.keys import load_key_file
 from authmilter.signing.signer import Signer
+from authmilter.staticresolver import StaticResolver
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "signing"
 

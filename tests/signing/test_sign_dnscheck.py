@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from authmilter.config import KeySpec, SigningConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.signing.dnscheck import KeyStatus, check_published_keys
 from authmilter.signing.signer import Signer
+from authmilter.staticresolver import StaticResolver
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "signing"
 

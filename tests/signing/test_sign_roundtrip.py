@@ -11,10 +11,10 @@ import pytest
 
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.config import DkimConfig, KeySpec, SigningConfig
-from authmilter.dnsresolver import StaticResolver
 from authmilter.model import HeaderField, Transaction, parse_message
 from authmilter.results import Result
 from authmilter.signing.signer import Signer
+from authmilter.staticresolver import StaticResolver
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "signing"
 MESSAGE = (

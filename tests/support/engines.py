@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from authmilter.config import from_dict
-from authmilter.dnsresolver import StaticResolver
 from authmilter.engine import Engine
+from authmilter.staticresolver import StaticResolver
 from tests.support.keys import dkim_record
 
 GOOD_IP = "192.0.2.25"  # example.com's SPF allows it

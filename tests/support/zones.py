@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dns.name
 
-from authmilter.dnsresolver import StaticResolver
+from authmilter.staticresolver import StaticResolver
 from tests.support.dnsserver import DnsServer
 
 
