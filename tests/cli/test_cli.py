@@ -272,3 +272,8 @@ def test_json_iprev_field(capsys: pytest.CaptureFixture[str]) -> None:
     }
     none = run_json(capsys, *ZONE, *common, str(EX / "signed.eml"))
     assert none["iprev"] is None
+
+
+def test_no_command_is_a_usage_error_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("authmilter: a command is required: ")
