@@ -25,7 +25,6 @@ Every process is stopped by its PID; every wait is bounded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -46,6 +45,7 @@ from tests.support.dnsserver import DnsServer  # noqa: E402
 from tests.support.keys import DkimKey, new_rsa_key  # noqa: E402
 from tests.support.mail import dkim_sign, make_message, quoted, zone  # noqa: E402
 from tests.support.milterclient import MilterClient  # noqa: E402
+from tests.support.procs import alive, children  # noqa: E402
 
 GOOD_IP = "192.0.2.10"
 
@@ -95,23 +95,6 @@ def session(daemon: AuthmilterDaemon, raw: bytes, timeout: float = 60) -> tuple[
     except Exception as exc:  # a measurement, not a test: say what happened
         answer = f"no answer ({type(exc).__name__})"
     return time.monotonic() - started, answer
-
-
-def children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.add(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def cpu(pid: int) -> float:

@@ -42,6 +42,7 @@ from tests.support.dnsserver import DnsServer  # noqa: E402
 from tests.support.keys import DkimKey, new_rsa_key  # noqa: E402
 from tests.support.mail import dkim_sign, make_message, quoted, zone  # noqa: E402
 from tests.support.milterclient import MilterClient  # noqa: E402
+from tests.support.procs import children  # noqa: E402
 
 DOMAINS = 50
 GOOD_IP, BAD_IP = "192.0.2.10", "198.51.100.7"
@@ -184,19 +185,6 @@ def look(pids: list[int]) -> dict[int, tuple[int, int, int, float]]:
             continue
         out[pid] = (rss, fds, threads, cpu)
     return out
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry.name))
-    return sorted(out)
 
 
 def main(argv: list[str] | None = None) -> int:

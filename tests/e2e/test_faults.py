@@ -30,6 +30,7 @@ from tests.support.dnsserver import DnsServer
 from tests.support.keys import DkimKey, new_rsa_key
 from tests.support.mail import dkim_sign, make_message, quoted, zone
 from tests.support.postfix import PostfixInstance
+from tests.support.procs import alive, children
 from tests.support.smtpsink import SmtpSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -127,26 +128,6 @@ def check(sent: list[Sent], sink: SmtpSink, pf: PostfixInstance) -> tuple[int, i
     assert len(messages) == len(accepted)
     assert "Mail queue is empty" in pf.postqueue(), pf.postqueue()
     return len(accepted), len(refused)
-
-
-def children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -18,30 +18,9 @@ from tests.integration.test_daemon import BAD_IP, config, example_zone, our_ar, 
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
 from tests.support.keys import new_rsa_key
+from tests.support.procs import alive, children
 
 pytestmark = pytest.mark.integration
-
-
-def children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
