@@ -30,7 +30,7 @@ from tests.support.dnsserver import DnsServer
 from tests.support.keys import DkimKey, new_rsa_key
 from tests.support.mail import dkim_sign, make_message, quoted, zone
 from tests.support.postfix import PostfixInstance
-from tests.support.procs import alive, children
+from tests.support.procs import alive, children, wait_for
 from tests.support.smtpsink import SmtpSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -128,15 +128,6 @@ def check(sent: list[Sent], sink: SmtpSink, pf: PostfixInstance) -> tuple[int, i
     assert len(messages) == len(accepted)
     assert "Mail queue is empty" in pf.postqueue(), pf.postqueue()
     return len(accepted), len(refused)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # --------------------------------------------------------------------------- the tests

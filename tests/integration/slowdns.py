@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from types import TracebackType
 
 from tests.support.dnsserver import DnsServer
+from tests.support.service import Service
 
 
-class SlowDns:
+class SlowDns(Service):
     """UDP on 127.0.0.1, every answer ``delay`` seconds late (or never, for dropped ones)."""
 
     def __init__(
@@ -55,17 +55,6 @@ class SlowDns:
             for timer in self._timers:
                 timer.cancel()
         self._sock.close()
-
-    def __enter__(self) -> SlowDns:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -19,11 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_daemon import BAD_IP, config, example_zone, our_ar, send, signed
-from tests.integration.test_workers import wait_for
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
 from tests.support.keys import DkimKey, new_rsa_key
-from tests.support.procs import children
+from tests.support.procs import children, wait_for
 
 pytestmark = pytest.mark.integration
 

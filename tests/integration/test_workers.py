@@ -18,18 +18,9 @@ from tests.integration.test_daemon import BAD_IP, config, example_zone, our_ar, 
 from tests.support.daemon import AuthmilterDaemon
 from tests.support.dnsserver import DnsServer
 from tests.support.keys import new_rsa_key
-from tests.support.procs import alive, children
+from tests.support.procs import alive, children, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_two_workers_share_the_socket(
