@@ -155,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         if args.command is None:
             raise UsageError(
-                "a command is required: run, check-config, test, dns-check, genkey "
-                "(see --help)"
+                "a command is required: run, check-config, test, dns-check, genkey (see --help)"
             )
         if args.command == "run":
             from authmilter import daemon  # noqa: PLC0415  (imports libmilter)

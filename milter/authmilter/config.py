@@ -312,6 +312,56 @@ class MetricsConfig:
     listen: str = field(default="127.0.0.1:9431", metadata=_check(_listen))
 
 
+def _history_dsn(value: Any) -> str | None:
+    if value == "" or value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return None
+    return 'must be "", "sqlite:///PATH" or "postgresql://..."'
+
+
+def _relay(value: Any) -> str | None:
+    if value.startswith(("smtp://", "smtp+starttls://", "smtps://")):
+        return None
+    return 'must be "smtp://HOST:PORT", "smtp+starttls://HOST:PORT" or "smtps://HOST:PORT"'
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """[reports]: the DMARC history store, aggregate (RFC 9990) and failure (RFC 9991) reports."""
+
+    # where each inbound message's DMARC evaluation is recorded; "" = not recorded
+    history: str = field(
+        default="sqlite:///var/lib/authmilter/history.db", metadata=_check(_history_dsn)
+    )
+    org_name: str = ""  # report_metadata org_name; "" = the authserv-id
+    email: str = ""  # report sender and From of report messages; "" = postmaster@authserv-id
+    extra_contact_info: str = ""
+    # where reports are sent: smtp://HOST:PORT, smtp+starttls://HOST:PORT, smtps://HOST:PORT
+    relay: str = field(default="smtp://127.0.0.1:25", metadata=_check(_relay))
+    relay_user: str = ""  # SMTP AUTH user ("" = no AUTH)
+    relay_password_file: str = ""  # file holding the SMTP AUTH password (never logged)
+    keep_days: int = field(default=31, metadata=_check(_positive))  # history retention
+    exclude_domains: tuple[str, ...] = ()  # never reported on (nor recorded)
+    failure_reports: bool = False  # RFC 9991 failure reports for ruf= with fo= asking
+    failure_rate: int = field(default=10, metadata=_check(_non_negative))  # per domain per hour
+    failure_redact: str = field(default="headers", metadata=_one_of("headers", "full"))
+    queue_size: int = field(default=10000, metadata=_check(_positive))  # rows waiting to be written
+
+
+@dataclass(frozen=True, slots=True)
+class ArcConfig:
+    """[arc]: RFC 8617 verification, trusted sealers, sealing."""
+
+    verify: bool = True  # arc= in Authentication-Results
+    # sealers (d= of the newest ARC-Seal) whose vouching for DMARC may lift a reject/quarantine
+    trusted_sealers: tuple[str, ...] = ()
+    seal: bool = False
+    domain: str = ""  # d= of our seals
+    selector: str = ""  # s= of our seals
+    key: str = ""  # the sealing key file (the signing keys' permission rules apply)
+    signed_headers: tuple[str, ...] = ()  # ARC-Message-Signature h=; empty = a built-in list
+    seal_daemon_names: tuple[str, ...] = ()  # empty = seal every accepted message
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
@@ -326,6 +376,8 @@ class Config:
     from_: FromConfig = field(default_factory=FromConfig, metadata={"key": "from"})
     signing: SigningConfig = field(default_factory=SigningConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
+    arc: ArcConfig = field(default_factory=ArcConfig)
     path: str = field(default="", metadata={"internal": True})  # where it was loaded from
 
 

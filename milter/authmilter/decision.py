@@ -55,6 +55,9 @@ class Decision:
     mark_quarantine: bool = False  # quarantine by a header instead of holding the message
     flag_from: bool = False  # add the from.flag_header warning (AuthResults.from_warnings)
     log: tuple[tuple[str, str], ...] = ()  # key=value pairs for the log line
+    # RFC 9990 PolicyOverrideType when local policy applied less than DMARC asked
+    # ("policy_test_mode", "trusted_forwarder", "local_policy", ...); "" = none
+    dmarc_override: str = ""
 
     @property
     def edits_applied(self) -> bool:

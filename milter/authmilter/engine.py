@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from authmilter import header_edits, outbound, policy
 from authmilter.checks.dkim_body import BodySpec, body_specs
@@ -38,6 +39,18 @@ from authmilter.signing.signer import Signer
 from authmilter.trust import Trust, TrustPolicy
 
 
+class MessageObserver(Protocol):
+    """Told about each decided message after its decision (history recording, failure reports).
+
+    Called on the session's thread at end of message: it must only hand the message on (a
+    bounded queue) and return at once. It can never change the decision; an exception is
+    logged and otherwise ignored.
+    """
+
+    def observe(self, tx: Transaction, results: AuthResults, decision: Decision) -> None:
+        """One decided message."""
+
+
 @dataclass(frozen=True)
 class Engine:
     """Everything a message needs, built once: config, resolver, keys, PSL, login map."""
@@ -51,6 +64,8 @@ class Engine:
     # where key records are looked up for signing.require_published_key (default: resolver);
     # compose gives one that skips the answer cache, so a reload sees a record just published
     publication_resolver: Resolver | None = None
+    # told about every decided message (the daemon's history recorder); ``test`` has none
+    observers: tuple[MessageObserver, ...] = ()
     trust: TrustPolicy = field(init=False, repr=False)
     # which keys may sign now (signing.require_published_key): the engine's one runtime state
     publication: KeyPublication | None = field(init=False, repr=False)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from authmilter.trust import Trust
+
+if TYPE_CHECKING:
+    from authmilter.checks.dmarc_record import DmarcRecord
 
 
 class Result(StrEnum):
@@ -81,6 +85,8 @@ class DmarcResult:
     dkim_aligned: bool = False
     spf_aligned: bool = False
     reason: str = ""
+    record: DmarcRecord | None = None  # the policy record as found at policy_domain
+    discovery_method: str = ""  # "treewalk" | "psl": how the record was found
 
 
 class FromStatus(StrEnum):
@@ -131,6 +137,29 @@ class FromWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class ArcSealer:
+    """One ARC set's seal as verified (RFC 8617)."""
+
+    instance: int  # i=
+    domain: str  # d= of the ARC-Seal
+    selector: str  # s= of the ARC-Seal
+    result: Result  # that seal's own verification
+
+
+@dataclass(frozen=True, slots=True)
+class ArcResult:
+    """Outcome of ARC chain validation (RFC 8617 section 5.2)."""
+
+    result: Result  # pass | fail | none | temperror (a DNS failure is never fail)
+    chain: int = 0  # ARC sets found (the highest instance when the chain is well formed)
+    oldest_pass: int | None = None  # header.oldest-pass (section 10); None when not computed
+    sealers: tuple[ArcSealer, ...] = ()  # newest first
+    reason: str = ""  # fixed words, never message bytes
+    # the newest set's ARC-Authentication-Results says DMARC (or aligned SPF/DKIM) passed
+    newest_vouches_dmarc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AuthResults:
     """Everything the checks found about one message."""
 
@@ -142,3 +171,4 @@ class AuthResults:
     from_warnings: tuple[FromWarning, ...] = ()  # at most one per kind
     trusted: Trust | None = None  # why inbound checks were skipped; None for inbound mail
     iprev: IprevResult | None = None  # None: not evaluated (off, trusted, no client address)
+    arc: ArcResult | None = None  # None: not evaluated (arc.verify off, or trusted)

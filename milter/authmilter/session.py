@@ -48,6 +48,7 @@ class Session:
         self.spf: SpfResult | None = None
         self.iprev: IprevResult | None = None
         self.results: AuthResults | None = None  # set at end of message
+        self.tx: Transaction | None = None  # set at end of message
         self.error = ""
         self.started = time.monotonic()
         self._summed = {"header": 0.0, "body": 0.0}  # stage seconds, observed at eom
@@ -121,6 +122,7 @@ class Session:
             self._log((*found, *logline.decision_pairs(decision)))
             if metrics.enabled():
                 self._count(decision)
+            self._observe(decision)
             return decision
         finally:  # the results stay for the caller until the next MAIL FROM
             self.headers = []
@@ -145,6 +147,7 @@ class Session:
             body_size=self.hasher.size,
             body_digests=self.hasher.digests(),
         )
+        self.tx = tx
         self.results, decision = self.engine.evaluate(tx, self.spf, self.iprev)
         return decision
 
@@ -182,6 +185,16 @@ class Session:
             metrics.message(self.results, decision, self._trust_class(), self.spf)
         except Exception:
             log.exception("conn=%s metrics failed", self.conn_id)
+
+    def _observe(self, decision: Decision) -> None:
+        """Hand the decided message to the engine's observers; never the message's problem."""
+        if self.tx is None or self.results is None:
+            return
+        for observer in self.engine.observers:
+            try:
+                observer.observe(self.tx, self.results, decision)
+            except Exception:
+                log.exception("conn=%s %s failed", self.conn_id, type(observer).__name__)
 
     def _trust_class(self) -> str:
         """The message's trust class for metrics: inbound, a Trust value, or unknown."""
