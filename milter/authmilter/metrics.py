@@ -181,6 +181,24 @@ METRICS: tuple[Metric, ...] = (
         multiprocess_mode="max",
     ),
 )
+FAILURE_OUTCOMES = (
+    "sent",
+    "queue_full",
+    "rate_limited",
+    "unauthorized",
+    "dns_error",
+    "too_big",
+    "relay_error",
+    "error",
+)
+METRICS += (
+    Metric(
+        "authmilter_failure_reports_total",
+        "counter",
+        "DMARC failure reports (RFC 9991): sent, or why not (dropped, best effort)",
+        ("outcome",),
+    ),
+)
 # Later, with their features: ARC results (authmilter_arc_results_total{result}) and the
 # report store's rows (authmilter_report_rows_total{state=queued|written|dropped}).
 
@@ -278,6 +296,13 @@ def internal_error(stage_name: str) -> None:
     live = _live
     if live is not None:
         live("authmilter_internal_errors_total", _one_of(stage_name, ERROR_STAGES)).inc()
+
+
+def failure_report(outcome: str) -> None:
+    """One failure report's outcome (:data:`FAILURE_OUTCOMES`)."""
+    live = _live
+    if live is not None:
+        live("authmilter_failure_reports_total", _one_of(outcome, FAILURE_OUTCOMES)).inc()
 
 
 def signature(key_name: str) -> None:
