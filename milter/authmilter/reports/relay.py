@@ -60,8 +60,12 @@ class Relay:
             ).strip()
         return cls(url.hostname, port, tls, cfg.relay_user, password)
 
-    def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> None:
-        """Hand one message over; RelayTempError or RelayPermError when it was not taken."""
+    def send(
+        self, message: EmailMessage, sender: str, recipients: Sequence[str]
+    ) -> dict[str, tuple[int, bytes]]:
+        """Hand one message over: the recipients refused while others were taken ({} when
+        all were). RelayTempError or RelayPermError when the message was not taken at all
+        (so that a retry never sends it twice to a recipient that took it)."""
         try:
             if self.tls == "tls":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -82,8 +86,7 @@ class Relay:
             raise cls(f"relay answered {exc.smtp_code}") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise RelayTempError(f"relay {self.host}:{self.port}: {type(exc).__name__}") from None
-        if refused:
-            raise _classify(refused)
+        return dict(refused)
 
 
 def _classify(refused: dict[str, tuple[int, bytes]]) -> RelayTempError | RelayPermError:

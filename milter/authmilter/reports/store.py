@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from authmilter.errors import ConfigError
 from authmilter.reports.history import DkimAuth, HistoryRow, PublishedPolicy, SpfAuth
 
 
@@ -77,8 +78,33 @@ class HistoryStore(Protocol):
         """Hold the report (domain, period) for this run; None when another run holds it or
         it is already marked. Commits the mark on a clean exit, rolls back on an exception."""
 
+    def report_status(self, domain: str, begin: int, end: int) -> tuple[str, str, str] | None:
+        """(status, report_id, reason) of a marked report (domain, period), or None."""
+
     def prune(self, before: int) -> int:
         """Delete rows older than ``before`` (epoch seconds); the number deleted."""
 
     def close(self) -> None:
         """Release the connection."""
+
+
+def open_store(dsn: str, host: str = "") -> HistoryStore:
+    """The store of ``reports.history``: ``sqlite:///PATH`` or ``postgresql://...``.
+
+    Nothing is connected yet (the first call connects); ConfigError for a DSN that cannot be
+    used (unknown scheme, missing directory, psycopg not installed). Runtime database
+    trouble raises :class:`authmilter.reports.sqlstore.StoreError`. ``host`` is written into
+    report marks (who sent). A store object serves one thread at a time.
+    """
+    if dsn.startswith("sqlite://"):
+        from authmilter.reports.sqlitestore import (  # noqa: PLC0415
+            SqliteStore,
+            sqlite_path,
+        )
+
+        return SqliteStore(sqlite_path(dsn), host)
+    if dsn.startswith(("postgresql://", "postgres://")):
+        from authmilter.reports.pgstore import PostgresStore  # noqa: PLC0415  (psycopg)
+
+        return PostgresStore(dsn, host)
+    raise ConfigError('reports.history: must be "", "sqlite:///PATH" or "postgresql://..."')
