@@ -187,7 +187,6 @@ FAILURE_OUTCOMES = (
     "rate_limited",
     "unauthorized",
     "dns_error",
-    "too_big",
     "relay_error",
     "error",
 )

@@ -206,7 +206,7 @@ def test_postinst_creates_the_user_before_the_debhelper_snippets() -> None:
 def test_postrm_purge_never_removes_keys_or_config_dir() -> None:
     text = (DEBIAN / "authmilter.postrm").read_text()
     removed = re.findall(r"rm -rf ([^\n]+)", text)
-    assert removed == ["/var/spool/postfix/authmilter /run/authmilter"]
+    assert removed == ["/var/spool/postfix/authmilter /run/authmilter /var/lib/authmilter"]
     assert "deluser" not in text
 
 

@@ -131,27 +131,6 @@ def test_identity_alignment(
     assert (signature is not None) == ("dkim" in methods)
 
 
-def test_mailto_destinations() -> None:
-    found = afrf.mailto(
-        [
-            "mailto:ruf@example.com",
-            "https://example.com/report",
-            "mailto:big@reports.example!10m",
-            "mailto:tiny@reports.example!1k",
-            "mailto:bad@reports.example!10x",
-            "mailto:no-domain",
-            "MAILTO:Upper@Example.COM",
-        ]
-    )
-    assert [(d.address, d.domain, d.max_size) for d in found] == [
-        ("ruf@example.com", "example.com", None),
-        ("big@reports.example", "reports.example", 10 << 20),
-        ("tiny@reports.example", "reports.example", 1024),
-        ("Upper@Example.COM", "example.com", None),
-    ]
-    assert len(afrf.mailto([f"mailto:r{i}@example.com" for i in range(20)])) == afrf.MAX_URIS
-
-
 def test_report_structure_and_required_fields() -> None:
     data, msg = transaction()
     assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")

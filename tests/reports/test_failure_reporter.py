@@ -15,7 +15,6 @@ import pytest
 from authmilter.checks.dmarc_record import parse_record
 from authmilter.config import Config, from_dict
 from authmilter.decision import Action, Decision
-from authmilter.errors import DnsTempError
 from authmilter.model import Envelope, Transaction, parse_message
 from authmilter.reports.failure import FailureReporter, RateLimit
 from authmilter.reports.relay import Relay, RelayTempError
@@ -33,12 +32,15 @@ class Recorder:
         self.fail = fail
         self.gate = gate
 
-    def send(self, message: EmailMessage, sender: str, recipients: Sequence[str]) -> None:
+    def send(
+        self, message: EmailMessage, sender: str, recipients: Sequence[str]
+    ) -> dict[str, tuple[int, bytes]]:
         if self.gate is not None:
             self.gate.wait(10)
         if self.fail:
             raise RelayTempError("relay down")
         self.sent.append((message, sender, tuple(recipients)))
+        return {}
 
 
 def config(**reports: Any) -> Config:
@@ -51,14 +53,13 @@ def config(**reports: Any) -> Config:
 
 
 def reporter(
-    relay: Any = None, authorise: Any = None, clock: Any = None, **reports: Any
+    relay: Any = None, resolver: StaticResolver | None = None, clock: Any = None, **reports: Any
 ) -> FailureReporter:
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
     return FailureReporter(
         config(**reports),
         relay if relay is not None else Recorder(),
-        StaticResolver({}),
-        authorise if authorise is not None else (lambda policy, dest: policy == dest),
+        resolver if resolver is not None else StaticResolver({}),
         **kwargs,
     )
 
@@ -183,48 +184,35 @@ def test_zero_rate_sends_nothing() -> None:
 
 
 def test_unauthorised_external_destination_is_not_sent() -> None:
-    asked: list[tuple[str, str]] = []
-
-    def authorise(policy: str, dest: str) -> bool:
-        asked.append((policy, dest))
-        return dest == "example.com"
-
+    dns = StaticResolver(
+        {
+            ("_dmarc.example.com", "TXT"): [RUF.format(domain="example.com")],
+            ("example.com._report._dmarc.reports.example", "TXT"): ["v=DMARC1"],
+        }
+    )
     relay = Recorder()
-    r = reporter(relay, authorise)
-    record = "v=DMARC1; p=reject; ruf=mailto:a@evil.example,mailto:b@example.com; fo=0"
+    r = reporter(relay, dns)
+    record = (
+        "v=DMARC1; p=reject; fo=0; ruf=mailto:a@evil.example,mailto:b@example.com,"
+        "mailto:c@reports.example,mailto:d@sub.example.com"
+    )
     r.observe(*failing(record=record), REJECT)
-    only_external = "v=DMARC1; p=reject; ruf=mailto:a@evil.example"
-    r.observe(*failing(record=only_external), REJECT)
+    r.observe(*failing(record="v=DMARC1; p=reject; ruf=mailto:a@evil.example"), REJECT)
     r.close(10)
-    assert asked == [
-        ("example.com", "evil.example"),
-        ("example.com", "example.com"),
-        ("example.com", "evil.example"),
+    assert [to for _, _, to in relay.sent] == [
+        ("b@example.com", "c@reports.example", "d@sub.example.com")
     ]
-    assert [to for _, _, to in relay.sent] == [("b@example.com",)]
+    assert ("example.com._report._dmarc.evil.example", "TXT") in dns.queries
     assert r.counts == {"sent": 1, "unauthorized": 1}
 
 
 def test_destination_temperror_drops_the_report() -> None:
-    def authorise(policy: str, dest: str) -> bool:
-        raise DnsTempError("timeout")
-
+    dns = StaticResolver(temperror=["example.com._report._dmarc.reports.example"])
     relay = Recorder()
-    r = reporter(relay, authorise)
-    r.observe(*failing(), REJECT)
+    r = reporter(relay, dns)
+    r.observe(*failing(record="v=DMARC1; p=reject; ruf=mailto:r@reports.example"), REJECT)
     r.close(10)
     assert relay.sent == [] and r.counts == {"dns_error": 1}
-
-
-def test_size_limit_of_a_destination() -> None:
-    relay = Recorder()
-    r = reporter(relay, lambda p, d: True)
-    record = "v=DMARC1; p=reject; ruf=mailto:small@example.com!1k,mailto:big@example.com!1m"
-    r.observe(*failing(record=record), REJECT)
-    r.observe(*failing(record="v=DMARC1; p=reject; ruf=mailto:small@example.com!1k"), REJECT)
-    r.close(10)
-    assert [to for _, _, to in relay.sent] == [("big@example.com",)]
-    assert r.counts == {"sent": 1, "too_big": 1}
 
 
 def test_relay_trouble_is_counted_never_raised() -> None:
@@ -260,9 +248,7 @@ def test_real_relay_to_a_sink() -> None:
 def test_full_queue_drops_and_counts_never_blocks() -> None:
     gate = threading.Event()
     relay = Recorder(gate=gate)
-    r = FailureReporter(
-        config(failure_rate=100), relay, StaticResolver({}), lambda p, d: True, queue_size=2
-    )
+    r = FailureReporter(config(failure_rate=100), relay, StaticResolver({}), queue_size=2)
     for _ in range(10):
         r.observe(*failing(), REJECT)
     gate.set()

@@ -2,11 +2,11 @@
 
 Pure functions, no I/O: whether a record's ``fo=`` asks for a report on this message
 (:func:`wants_report`), which mechanisms failed for an aligned identifier
-(:func:`identity_alignment`), the ``mailto:`` destinations of ``ruf=`` (:func:`mailto`),
-the redaction of addresses (:func:`redact_headers`, RFC 6590) and the report message itself
-(:func:`build_report`): ``multipart/report; report-type=feedback-report`` with a human part,
-the ``message/feedback-report`` part and the original message's header block as
-``text/rfc822-headers`` (the milter never keeps a body, so a report never carries one).
+(:func:`identity_alignment`), the redaction of addresses (:func:`redact_headers`, RFC 6590)
+and the report message itself (:func:`build_report`): ``multipart/report;
+report-type=feedback-report`` with a human part, the ``message/feedback-report`` part and
+the original message's header block as ``text/rfc822-headers`` (the milter never keeps a
+body, so a report never carries one).
 
 Redaction (``reports.failure_redact``): ``"headers"`` (the default) replaces the local part
 of every address in the header block, in ``Original-Mail-From`` and ``DKIM-Identity`` with
@@ -24,7 +24,7 @@ import hmac
 import quopri
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -38,7 +38,6 @@ from authmilter.model import CRLF, HeaderField, Transaction
 from authmilter.results import AuthResults, DkimResult, Result
 
 MAX_RCPT_FIELDS = 10  # Original-Rcpt-To fields in "full" mode
-MAX_URIS = 5  # ruf= URIs a report goes to (the rest are ignored)
 FAILED = frozenset({Result.FAIL, Result.PERMERROR})  # "failed evaluation" for fo=d and fo=s
 MSGID_FIELDS = frozenset({"message-id", "in-reply-to", "references", "resent-message-id"})
 REDACT_KEY = secrets.token_bytes(16)  # per process: redacted text correlates, never reverses
@@ -47,8 +46,6 @@ REDACT_KEY = secrets.token_bytes(16)  # per process: redacted text correlates, n
 _ADDRESS = re.compile(
     rb'(?P<local>"(?:[^"\\\r\n]|\\.)*"|[^\s<>()\[\],;:@"\\]+)@(?=[A-Za-z0-9\[\x80-\xff])'
 )
-_SIZE = re.compile(r"^(\d+)([kmgt]?)$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 # --------------------------------------------------------------------------- what is asked
@@ -110,39 +107,6 @@ def identity_alignment(results: AuthResults) -> tuple[tuple[str, ...], DkimResul
     )
     methods = (("dkim",) if failed_dkim else ()) + (("spf",) if spf_failed else ())
     return methods, failed_dkim
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """One ``mailto:`` URI of ``ruf=``."""
-
-    address: str
-    domain: str  # lower-case
-    max_size: int | None = None  # the URI's "!size" limit in octets
-
-
-def mailto(uris: Iterable[str]) -> list[Destination]:
-    """The usable ``mailto:`` destinations of ``ruf=`` (others ignored), at most MAX_URIS."""
-    out: list[Destination] = []
-    for uri in uris:
-        scheme, _, rest = uri.partition(":")
-        if scheme.lower() != "mailto" or not rest:
-            continue
-        address, _, size = rest.partition("!")
-        address = address.split("?", 1)[0]
-        local, at, domain = address.rpartition("@")
-        if not at or not local or not domain or any(c in address for c in " <>,;\r\n"):
-            continue
-        limit = None
-        match = _SIZE.match(size.lower()) if size else None
-        if match:
-            limit = int(match.group(1)) * _UNITS[match.group(2)]
-        elif size:
-            continue  # a malformed size: not a valid URI
-        out.append(Destination(address, domain.lower().rstrip("."), limit))
-        if len(out) == MAX_URIS:
-            break
-    return out
 
 
 # --------------------------------------------------------------------------- redaction

@@ -1,11 +1,13 @@
 """DMARC failure reports (RFC 9991), sent by the daemon in the background, best effort.
 
-A :class:`FailureReporter` is an engine observer (:class:`~authmilter.engine.MessageObserver`).
-At end of message, on the session's thread, it only decides, cheaply and without DNS, whether
-the message is one to report (:meth:`FailureReporter.wanted`), takes a token from the
-per-domain rate limit and puts the message on a bounded queue; a sender thread then checks
-each ``ruf=`` destination (an external one needs its authorisation record, as for aggregate
-reports), builds the report (:mod:`authmilter.reports.afrf`) and hands it to the relay.
+A :class:`FailureReporter` is an engine observer
+(:class:`~authmilter.engine.MessageObserver`). At end of message, on the session's thread,
+it only decides, cheaply and without DNS, whether the message is one to report
+(:meth:`FailureReporter.wanted`), takes a token from the per-domain rate limit and puts the
+message on a bounded queue; a sender thread then checks each ``ruf=`` destination with
+:mod:`authmilter.reports.destinations` (an external one needs its ``_report._dmarc``
+authorisation record, as for aggregate reports), builds the report
+(:mod:`authmilter.reports.afrf`) and hands it to the relay.
 
 A message is reported when ``reports.failure_reports`` is on and: it is inbound (never our
 own users' mail, nor internal hosts'); it was not tempfailed (it will come again); DMARC
@@ -45,7 +47,8 @@ from authmilter.decision import Action, Decision
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
 from authmilter.model import Transaction
-from authmilter.reports import afrf
+from authmilter.psl import PublicSuffixList
+from authmilter.reports import afrf, destinations
 from authmilter.reports.relay import Relay, RelayPermError, RelayTempError
 from authmilter.results import AuthResults, Result
 
@@ -54,9 +57,6 @@ log = logging.getLogger("authmilter")
 QUEUE_SIZE = 100  # reports waiting for the sender thread
 MAX_DOMAINS = 10000  # policy domains whose hourly count is tracked
 WINDOW = 3600.0  # seconds of one rate-limit window
-
-# (policy domain, destination domain) -> may reports go there? DnsTempError when unknown
-Authorise = Callable[[str, str], bool]
 
 
 class RateLimit:
@@ -112,7 +112,7 @@ class FailureReporter:
         cfg: Config,
         relay: Relay,
         resolver: Resolver,
-        authorise: Authorise,
+        psl: PublicSuffixList | None = None,
         *,
         queue_size: int = QUEUE_SIZE,
         clock: Callable[[], float] = time.monotonic,
@@ -120,7 +120,7 @@ class FailureReporter:
         self.reports = cfg.reports
         self.relay = relay
         self.resolver = resolver
-        self.authorise = authorise
+        self.psl = psl
         self.ctx = afrf.ReportContext(
             sender=cfg.reports.email or f"postmaster@{cfg.milter.effective_authserv_id()}",
             authserv_id=cfg.milter.effective_authserv_id(),
@@ -208,52 +208,35 @@ class FailureReporter:
 
     def send(self, job: _Job) -> str:
         """Check the destinations, build and send one report; the outcome (also counted)."""
-        allowed: list[afrf.Destination] = []
-        temporary = False
-        for dest in afrf.mailto(job.ruf):
-            try:
-                if self.authorise(job.policy_domain, dest.domain):
-                    allowed.append(dest)
-            except DnsTempError:
-                temporary = True
-        if not allowed:
-            outcome = "dns_error" if temporary else "unauthorized"
+        checked = destinations.verify_destinations(
+            job.policy_domain, job.ruf, self.resolver, self.psl
+        )
+        to = destinations.usable(checked)
+        if not to:
+            retry = destinations.must_retry(checked)
+            outcome = "dns_error" if retry else "unauthorized"
             self._count(outcome)
-            log.info(
-                "failure report for %s not sent: %s",
-                job.policy_domain,
-                "destination check failed (DNS), dropped"
-                if temporary
-                else "no authorised mailto: destination",
-            )
+            reasons = "; ".join(d.reason for d in checked if d.reason)[:300]
+            log.info("failure report for %s not sent (dropped): %s", job.policy_domain, reasons)
             return outcome
         ctx = self.ctx
         methods, _ = afrf.identity_alignment(job.results)
         if "spf" in methods and job.results.spf is not None:
             ctx = _with_spf_dns(ctx, self.resolver, job.results.spf.domain)
-        data = b""
-        while allowed:  # a URI's "!size" limit drops that destination (RFC 9990 2.5)
-            to = [d.address for d in allowed]
-            data = afrf.build_report(job.tx, job.results, job.decision, to, ctx, now=job.at)
-            fits = [d for d in allowed if d.max_size is None or len(data) <= d.max_size]
-            if len(fits) == len(allowed):
-                break
-            allowed = fits
-        if not allowed:
-            self._count("too_big")
-            log.info(
-                "failure report for %s not sent: larger than every size limit", job.policy_domain
-            )
-            return "too_big"
-        to = [d.address for d in allowed]
+        data = afrf.build_report(job.tx, job.results, job.decision, to, ctx, now=job.at)
         try:
-            self.relay.send(afrf.to_email_message(data), ctx.sender, to)
+            refused = self.relay.send(afrf.to_email_message(data), ctx.sender, to)
         except (RelayTempError, RelayPermError) as exc:
             self._count("relay_error")
             log.warning("failure report for %s dropped: %s", job.policy_domain, exc)
             return "relay_error"
         self._count("sent")
-        log.info("failure report for %s sent to %d address(es)", job.policy_domain, len(to))
+        log.info(
+            "failure report for %s sent to %d address(es)%s",
+            job.policy_domain,
+            len(to) - len(refused),
+            f", {len(refused)} refused" if refused else "",
+        )
         return "sent"
 
     def close(self, timeout: float = 5.0) -> None:
