@@ -82,12 +82,28 @@ def measure(dsn: str, rows: int, ips: int, work: Path) -> None:
     cfg.write_text(f'[milter]\nauthserv_id = "mx.receiver.example"\n[reports]\nhistory = "{dsn}"\n')
     t = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["report", "-c", str(cfg), "--begin", str(T0), "--end", str(T0 + DAY),
-                     "--dry-run", "--output", str(work / "out")])
+        code = main(
+            [
+                "report",
+                "-c",
+                str(cfg),
+                "--begin",
+                str(T0),
+                "--end",
+                str(T0 + DAY),
+                "--dry-run",
+                "--output",
+                str(work / "out"),
+            ]
+        )
     t_cmd = time.perf_counter() - t
-    print(f"{dsn.split(':')[0]}: {rows} rows, {len(agg.records)} records, {agg.messages} messages")
+    kind = dsn.split(":", maxsplit=1)[0]
+    print(f"{kind}: {rows} rows, {len(agg.records)} records, {agg.messages} messages")
     print(f"  grouping (store.aggregate) {t_group:.2f} s")
-    print(f"  XML {t_xml:.2f} s ({len(xml) / 1e6:.1f} MB), gzip {t_gzip:.2f} s ({len(gz) / 1e6:.2f} MB)")
+    print(
+        f"  XML {t_xml:.2f} s ({len(xml) / 1e6:.1f} MB), "
+        f"gzip {t_gzip:.2f} s ({len(gz) / 1e6:.2f} MB)"
+    )
     print(f"  authmilter report --dry-run --output, end to end: {t_cmd:.2f} s (exit {code})")
 
 
@@ -101,7 +117,7 @@ def run(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="authmilter-reportbench-") as tmp:
         work = Path(tmp)
         if args.pg:
-            from tests.support.postgres import PostgresCluster  # noqa: PLC0415
+            from tests.support.postgres import PostgresCluster
 
             with PostgresCluster() as cluster:
                 measure(cluster.database(), args.rows, args.ips, work)
