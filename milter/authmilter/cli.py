@@ -1,8 +1,8 @@
-"""Command line: ``authmilter run | check-config | test | dns-check | genkey``.
+"""Command line: ``authmilter run | check-config | test | dns-check | report | genkey``.
 
 ``main(argv)`` returns the exit status: 0 done (whatever the verdict), 2 usage error,
-78 configuration error; ``dns-check`` also 1 (errors found) and 75 (DNS trouble). Errors are
-one line on stderr.
+78 configuration error; ``dns-check`` also 1 (errors found) and 75 (DNS trouble);
+``report`` also 75 (some report must be retried). Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -138,10 +138,40 @@ def _parser() -> argparse.ArgumentParser:
         "domains", nargs="*", metavar="DOMAIN", help="default: every domain of the signing keys"
     )
 
+    _report_parser(sub)
     sub.add_parser(
         "genkey", help="generate a DKIM key pair (opendkim-genkey compatible)", add_help=False
     )
     return p
+
+
+def _report_parser(sub: Any) -> None:
+    rep = sub.add_parser(
+        "report", help="build and send DMARC aggregate reports (RFC 9990), once per period"
+    )
+    rep.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE")
+    rep.add_argument("--begin", type=int, metavar="EPOCH", help="period start (UTC seconds)")
+    rep.add_argument("--end", type=int, metavar="EPOCH", help="period end, exclusive")
+    rep.add_argument("--dry-run", action="store_true", help="build only: send and mark nothing")
+    rep.add_argument(
+        "--output", metavar="DIR", help="also write each report as DIR/NAME.xml.gz and .eml"
+    )
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.add_argument("--migrate", action="store_true", help="apply the store's migrations, exit")
+    rep.add_argument(
+        "--nameserver",
+        metavar="HOST[:PORT]",
+        action="append",
+        default=[],
+        help="ask this name server instead of the configured ones (repeatable)",
+    )
+    rep.add_argument(
+        "--zone",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="answer DNS from this RFC 1035 zone file (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         if args.command is None:
             raise UsageError(
-                "a command is required: run, check-config, test, dns-check, genkey (see --help)"
+                "a command is required: run, check-config, test, dns-check, report, genkey "
+                "(see --help)"
             )
         if args.command == "run":
             from authmilter import daemon  # noqa: PLC0415  (imports libmilter)
@@ -165,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.config, args.dns)
         if args.command == "dns-check":
             return _dns_check(args)
+        if args.command == "report":
+            return _report_command(args)
         return _test(args)
     except AuthmilterError as exc:
         print(f"authmilter: {exc}", file=sys.stderr)
@@ -251,6 +284,33 @@ def _dns_check(args: argparse.Namespace) -> int:
     else:
         print(report.to_text())
     return report.exit_code
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    """``authmilter report``: the work is in :mod:`authmilter.reports.command`."""
+    from authmilter.reports.command import ReportOptions, run_report  # noqa: PLC0415
+
+    opts = ReportOptions(
+        config=args.config,
+        begin=args.begin,
+        end=args.end,
+        dry_run=args.dry_run,
+        output=args.output,
+        migrate=args.migrate,
+        nameservers=args.nameserver,
+        zones=args.zone,
+    )
+    with _daemon_log(verbose=False):
+        result = run_report(opts)
+    if args.migrate:
+        print(f"history schema version {result.schema_version}")
+    elif args.json:
+        print(json.dumps({"reports": [o.to_json() for o in result.outcomes]}, indent=2))
+    else:
+        for o in result.outcomes:
+            why = f": {o.reason}" if o.reason else ""
+            print(f"{o.domain} {o.report_id} {o.status} ({o.messages} messages){why}")
+    return result.exit_code
 
 
 def _consequence(check: KeyCheck, gated: bool) -> str:
