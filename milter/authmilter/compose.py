@@ -16,7 +16,9 @@ from authmilter.dnsresolver import DnspythonResolver, Resolver
 from authmilter.engine import Engine, MessageObserver
 from authmilter.errors import UsageError
 from authmilter.psl import PublicSuffixList
+from authmilter.reports.failure import FailureReporter
 from authmilter.reports.recorder import HistoryRecorder
+from authmilter.reports.relay import Relay
 from authmilter.reports.store import open_store
 from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
@@ -142,6 +144,22 @@ def start_recorder(cfg: Config, host: str) -> HistoryRecorder | None:
         return None
     log.info("history: recording DMARC evaluations (schema version %d)", version)
     return HistoryRecorder(store, cfg.reports, host, dsn=dsn)
+
+
+def start_failure_reporter(engine: Engine) -> FailureReporter | None:
+    """The daemon's failure reporter (None when ``reports.failure_reports`` is off, or when
+    its relay cannot be set up: logged, and mail flows without failure reports)."""
+    cfg = engine.config
+    if not cfg.reports.failure_reports:
+        return None
+    config_dir = Path(cfg.path).parent if cfg.path and not cfg.path.startswith("<") else Path()
+    try:
+        relay = Relay.from_config(cfg.reports, config_dir)
+    except Exception as exc:  # noqa: BLE001  (ConfigError, an unreadable file: mail first)
+        log.error("failure reports are off: %s", exc)
+        return None
+    log.info("failure reports: on (at most %d per domain per hour)", cfg.reports.failure_rate)
+    return FailureReporter(cfg, relay, engine.resolver, engine.psl)
 
 
 def with_observers(engine: Engine, observers: Sequence[MessageObserver]) -> Engine:

@@ -13,6 +13,7 @@ History (``reports.history``): each process that serves mail (the one process, o
 worker after its fork) starts its own recorder once privileges are dropped
 (:class:`History`); a reload with the same DSN keeps it, a changed DSN starts a new one and
 flushes and closes the old one after the swap; a clean stop flushes it before the exit.
+Failure reports (``reports.failure_reports``) follow the same life (:class:`FailureReports`).
 
 Metrics (``metrics.listen``) are served by the one process there is, or by the supervisor,
 which sums its workers' values (:mod:`authmilter.metrics`); they start after privileges
@@ -32,11 +33,18 @@ import threading
 from pathlib import Path
 
 from authmilter import __version__, metrics, milter_adapter
-from authmilter.compose import build_engine, load_engine, start_recorder, with_observers
+from authmilter.compose import (
+    build_engine,
+    load_engine,
+    start_failure_reporter,
+    start_recorder,
+    with_observers,
+)
 from authmilter.config import Config, load
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
+from authmilter.reports.failure import FailureReporter
 from authmilter.reports.recorder import HistoryRecorder
 from authmilter.sessionguard import SessionGuard
 from authmilter.supervisor import WAITED, Supervisor, die_with_parent
@@ -70,10 +78,12 @@ class History:
         self.recorder: HistoryRecorder | None = None
         self._dsn = ""
         self._lock = threading.Lock()
+        self.failure = FailureReports()  # and this process's failure reporter
 
     def attach(self, engine: Engine) -> tuple[Engine, HistoryRecorder | None]:
         """``engine`` with this process's recorder; and the recorder it replaces, if any
         (to be closed once the new engine is in place)."""
+        engine = self.failure.attach(engine)
         with self._lock:
             dsn = engine.config.reports.history
             old = None
@@ -90,6 +100,48 @@ class History:
             recorder, self.recorder, self._dsn = self.recorder, None, ""
         if recorder is not None:
             recorder.close(self.CLOSE_TIMEOUT)
+        self.failure.close()
+
+
+class FailureReports:
+    """This process's failure reporter (:mod:`authmilter.reports.failure`), made after the
+    fork and the privilege drop like the recorder, kept across reloads while its settings,
+    resolver and PSL stay (and with it the rate limit's counts)."""
+
+    CLOSE_TIMEOUT = 5.0  # seconds a stop waits for queued reports
+
+    def __init__(self) -> None:
+        self.reporter: FailureReporter | None = None
+        self._key: tuple[object, ...] = ()
+        self._lock = threading.Lock()
+
+    def attach(self, engine: Engine) -> Engine:
+        """``engine`` with this process's failure reporter, when failure reports are on.
+
+        A replaced reporter drains in the background (it takes nothing new), so that a
+        reload never waits for a relay.
+        """
+        cfg = engine.config
+        key = (cfg.reports, engine.authserv_id, id(engine.resolver), id(engine.psl))
+        with self._lock:
+            if key != self._key:
+                old, self._key = self.reporter, key
+                self.reporter = start_failure_reporter(engine)
+                if old is not None:
+                    threading.Thread(
+                        target=old.close, args=(self.CLOSE_TIMEOUT,), name="failure-close"
+                    ).start()
+            reporter = self.reporter
+        if reporter is None:
+            return engine
+        return with_observers(engine, (*engine.observers, reporter))
+
+    def close(self) -> None:
+        """Send what is queued (for at most CLOSE_TIMEOUT seconds) and stop (a clean stop)."""
+        with self._lock:
+            reporter, self.reporter, self._key = self.reporter, None, ()
+        if reporter is not None:
+            reporter.close(self.CLOSE_TIMEOUT)
 
 
 def run(config_path: str) -> int:
