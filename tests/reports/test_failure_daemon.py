@@ -90,3 +90,28 @@ def test_one_report_when_on_none_when_off_same_verdict(
     assert b"Original-Envelope-Id: QFAIL1\r\n" in report.data
     assert b"ceo.secret" not in report.data and b"victim@" not in report.data  # redacted
     assert b"Subject: test message" in report.data  # the original's header fields
+
+
+def test_workers_and_a_reload_keep_sending(dns: DnsServer, sink: SmtpSink, tmp_path: Path) -> None:
+    """With two workers each has its own reporter (made after the fork); a reload keeps it."""
+    config = {
+        "milter": {"authserv_id": AUTHSERV, "workers": 2},
+        "dns": {"nameservers": [dns.address], "timeout": 2.0},
+        "trust": {"internal_hosts": []},
+        "reports": {"failure_reports": True, "relay": f"smtp://127.0.0.1:{sink.port}"},
+    }
+    raw = make_message(from_addr="someone@example.org")
+    with AuthmilterDaemon(tmp_path, config) as daemon:
+        for n in range(3):
+            if n == 2:
+                daemon.reload()
+                daemon.wait_for_log("reloaded")
+            with MilterClient(daemon.socket) as client:
+                reply = client.send_message(
+                    raw, client_ip=FORGER, mail_from="someone@example.org", queue_id=f"Q{n}"
+                )
+            assert reply.code == 550
+            sink.wait_for(n + 1)
+    assert len(sink.messages) == 3
+    ids = {m.message()["Message-ID"] for m in sink.messages}
+    assert len(ids) == 3
