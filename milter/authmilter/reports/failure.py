@@ -21,11 +21,12 @@ destination (a DNS temperror drops the report: it is not kept for later), a rela
 or refuses: each is counted (:attr:`FailureReporter.counts`, and the
 ``authmilter_failure_reports_total{outcome}`` metric), logged, and the report is dropped.
 
-Limits: :data:`QUEUE_SIZE` reports waiting; ``reports.failure_rate`` reports per policy domain
-per hour (counted per policy domain, so that random subdomains of one victim share one
-budget), at most :data:`MAX_DOMAINS` domains tracked (beyond that, reports for new domains
-are dropped until an hour has passed); :meth:`FailureReporter.close` waits at most its
-``timeout`` for the queue to drain.
+Limits: :data:`QUEUE_SIZE` reports waiting; ``reports.failure_rate`` reports per policy
+domain per hour (a token is taken when a report is queued, before its destinations are
+checked, so that the limit also bounds the DNS work; counted per policy domain, so that
+random subdomains of one victim share one budget), at most :data:`MAX_DOMAINS` domains
+tracked (beyond that, reports for new domains are dropped until an hour has passed);
+:meth:`FailureReporter.close` waits at most its ``timeout`` for the queue to drain.
 """
 
 from __future__ import annotations
