@@ -268,3 +268,17 @@ def test_close_drains_what_is_queued_and_then_takes_nothing() -> None:
     assert len(relay.sent) == 20
     r.observe(*failing(), REJECT)
     assert len(relay.sent) == 20 and r.counts == {"sent": 20}
+
+
+def test_a_full_queue_is_logged_once_not_per_report(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    r = FailureReporter(
+        config(failure_rate=1000), Recorder(gate=gate), StaticResolver({}), queue_size=1
+    )
+    with caplog.at_level("WARNING", logger="authmilter"):
+        for _ in range(50):
+            r.observe(*failing(), REJECT)
+    gate.set()
+    r.close(10)
+    assert r.counts["queue_full"] >= 45
+    assert len([m for m in caplog.messages if "queue full" in m]) == 1

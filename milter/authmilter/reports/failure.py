@@ -58,6 +58,7 @@ log = logging.getLogger("authmilter")
 QUEUE_SIZE = 100  # reports waiting for the sender thread
 MAX_DOMAINS = 10000  # policy domains whose hourly count is tracked
 WINDOW = 3600.0  # seconds of one rate-limit window
+LOG_INTERVAL = 60.0  # a full queue is logged at most this often (the metric counts each)
 
 
 class RateLimit:
@@ -136,6 +137,8 @@ class FailureReporter:
         self._queue: queue.Queue[_Job | None] = queue.Queue(queue_size)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._dropped = 0  # queue-full drops not yet logged
+        self._logged = -LOG_INTERVAL  # when they were last logged
 
     # ------------------------------------------------------------------ the session's side
 
@@ -153,7 +156,7 @@ class FailureReporter:
             self._queue.put_nowait(job)
         except queue.Full:
             self._count("queue_full")
-            log.warning("failure report for %s dropped: queue full", job.policy_domain)
+            self._warn_full()
 
     def wanted(self, tx: Transaction, results: AuthResults, decision: Decision) -> _Job | None:
         """The job for this message, or None when no report is to be sent (no DNS here)."""
@@ -258,6 +261,16 @@ class FailureReporter:
             log.warning("failure reports: %d not sent at stop", left)
 
     # ------------------------------------------------------------------ helpers
+
+    def _warn_full(self) -> None:
+        """Log a full queue at most once per LOG_INTERVAL, with the count since the last."""
+        now = time.monotonic()
+        with self._lock:
+            self._dropped += 1
+            if now - self._logged < LOG_INTERVAL:
+                return
+            dropped, self._dropped, self._logged = self._dropped, 0, now
+        log.warning("failure reports: %d dropped, queue full", dropped)
 
     def _excluded(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
