@@ -135,8 +135,10 @@ def authmilter_config(
     socket: str,
     internal: tuple[str, ...] = (),
     workers: int = 1,
+    history: str = "",
 ) -> str:
-    """authmilter's TOML: bench DNS, nothing internal by address, two signing keys."""
+    """authmilter's TOML: bench DNS, nothing internal by address, two signing keys;
+    ``history``: reports.history ("" = no recording)."""
     internal_list = ", ".join(f'"{n}"' for n in internal)
     return f"""# written by bench/milters.py
 [milter]
@@ -152,6 +154,9 @@ timeout = 5.0
 
 [trust]
 internal_hosts = [{internal_list}]
+
+[reports]
+history = "{history}"
 
 [signing]
 canonicalization = "relaxed/relaxed"

@@ -6,18 +6,24 @@ Every command builds its engine here: ``run`` (and each reload), ``test`` and
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from authmilter.config import Config, from_dict, load
 from authmilter.dnsresolver import DnspythonResolver, Resolver
-from authmilter.engine import Engine
+from authmilter.engine import Engine, MessageObserver
 from authmilter.errors import UsageError
 from authmilter.psl import PublicSuffixList
+from authmilter.reports.recorder import HistoryRecorder
+from authmilter.reports.store import open_store
 from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
 from authmilter.staticresolver import StaticResolver
+
+log = logging.getLogger("authmilter")
 
 
 def load_config(path: str | None) -> Config:
@@ -115,3 +121,31 @@ def load_engine(path: str, previous: Engine | None = None) -> Engine:
     if previous is not None and previous.config.dns == cfg.dns:
         return build_engine(cfg, previous.resolver)
     return build_engine(cfg)
+
+
+def start_recorder(cfg: Config, host: str) -> HistoryRecorder | None:
+    """The daemon's history recorder for ``reports.history`` (None when it is "").
+
+    Opens the store and applies its migrations; when that fails the trouble is logged and
+    recording is off (None): the milter runs without it, mail first. Called in the process
+    that records (each worker after its fork), after privileges were dropped, so that a new
+    SQLite file belongs to the daemon's user.
+    """
+    dsn = cfg.reports.history
+    if not dsn:
+        return None
+    try:
+        store = open_store(dsn, host)
+        version = store.migrate()
+    except Exception as exc:  # noqa: BLE001  (ConfigError, StoreError, anything: mail first)
+        log.error("history: recording is off: %s", exc)
+        return None
+    log.info("history: recording DMARC evaluations (schema version %d)", version)
+    return HistoryRecorder(store, cfg.reports, host, dsn=dsn)
+
+
+def with_observers(engine: Engine, observers: Sequence[MessageObserver]) -> Engine:
+    """The same engine told about every decided message (its runtime state kept)."""
+    new = dataclasses.replace(engine, observers=tuple(observers))
+    object.__setattr__(new, "publication", engine.publication)
+    return new

@@ -9,6 +9,11 @@ configured user, drop privileges, and enter libmilter's main loop. With ``milter
 > 1 the process opens the socket itself and a :class:`~authmilter.supervisor.Supervisor`
 forks that many workers, each running libmilter on the inherited descriptor.
 
+History (``reports.history``): each process that serves mail (the one process, or each
+worker after its fork) starts its own recorder once privileges are dropped
+(:class:`History`); a reload with the same DSN keeps it, a changed DSN starts a new one and
+flushes and closes the old one after the swap; a clean stop flushes it before the exit.
+
 Metrics (``metrics.listen``) are served by the one process there is, or by the supervisor,
 which sums its workers' values (:mod:`authmilter.metrics`); they start after privileges
 are dropped, and a failure to serve them is logged, never fatal.
@@ -27,11 +32,12 @@ import threading
 from pathlib import Path
 
 from authmilter import __version__, metrics, milter_adapter
-from authmilter.compose import build_engine, load_engine
+from authmilter.compose import build_engine, load_engine, start_recorder, with_observers
 from authmilter.config import Config, load
 from authmilter.engine import Engine
 from authmilter.errors import AuthmilterError, ConfigError
 from authmilter.logsetup import setup_logging
+from authmilter.reports.recorder import HistoryRecorder
 from authmilter.sessionguard import SessionGuard
 from authmilter.supervisor import WAITED, Supervisor, die_with_parent
 from authmilter.users import user_ids
@@ -53,6 +59,37 @@ class EngineHolder:
     def swap(self, engine: Engine) -> None:
         with self._lock:
             self._engine = engine
+
+
+class History:
+    """This process's history recorder, kept across reloads while ``reports.history`` stays."""
+
+    CLOSE_TIMEOUT = 10.0  # seconds a stop or a DSN change waits for queued rows
+
+    def __init__(self) -> None:
+        self.recorder: HistoryRecorder | None = None
+        self._dsn = ""
+        self._lock = threading.Lock()
+
+    def attach(self, engine: Engine) -> tuple[Engine, HistoryRecorder | None]:
+        """``engine`` with this process's recorder; and the recorder it replaces, if any
+        (to be closed once the new engine is in place)."""
+        with self._lock:
+            dsn = engine.config.reports.history
+            old = None
+            if dsn != self._dsn:
+                old, self._dsn = self.recorder, dsn
+                self.recorder = start_recorder(engine.config, engine.authserv_id)
+            if self.recorder is None:
+                return engine, old
+            return with_observers(engine, (*engine.observers, self.recorder)), old
+
+    def close(self) -> None:
+        """Write out what is queued and stop recording (a clean stop)."""
+        with self._lock:
+            recorder, self.recorder, self._dsn = self.recorder, None, ""
+        if recorder is not None:
+            recorder.close(self.CLOSE_TIMEOUT)
 
 
 def run(config_path: str) -> int:
@@ -131,8 +168,11 @@ def _serve(
     ``parent``: a worker's supervisor; the worker stops when it is gone.
     """
     holder = EngineHolder(engine)
+    history = History()
+    if fd is not None:  # a worker: privileges were dropped before the fork
+        holder.swap(history.attach(engine)[0])
     reloader = threading.Thread(
-        target=_reload_loop, args=(config_path, holder), name="reload", daemon=True
+        target=_reload_loop, args=(config_path, holder, history), name="reload", daemon=True
     )
     reloader.start()
     spec = f"fd:{fd}" if fd is not None else _libmilter_spec(cfg.milter.socket)
@@ -143,6 +183,7 @@ def _serve(
     if fd is None:
         _open_socket(cfg)
         _drop_privileges(cfg)
+        holder.swap(history.attach(engine)[0])
         endpoint = metrics.start(cfg.metrics.listen)
         log.info(
             "authmilter %s listening on %s (authserv-id %s)",
@@ -155,6 +196,7 @@ def _serve(
     try:
         milter_adapter.main_loop(parent, guard)
     finally:
+        history.close()
         if fd is None:
             _remove_socket(cfg)
         if endpoint is not None:
@@ -297,16 +339,17 @@ def _drop_privileges(cfg: Config) -> None:
     log.info("running as %s (uid %d, gid %d)", cfg.milter.user, uid, gid)
 
 
-def _reload_loop(config_path: str, holder: EngineHolder) -> None:
+def _reload_loop(config_path: str, holder: EngineHolder, history: History) -> None:
     while True:
         signal.sigwait({signal.SIGUSR1})
-        metrics.reload(reload_engine(config_path, holder))
+        metrics.reload(reload_engine(config_path, holder, history))
 
 
-def reload_engine(config_path: str, holder: EngineHolder) -> bool:
+def reload_engine(config_path: str, holder: EngineHolder, history: History | None = None) -> bool:
     """Build a new engine from the config file; keep the old one if that fails.
 
-    The DNS resolver, and so its cache, is kept when the ``[dns]`` settings did not change.
+    The DNS resolver, and so its cache, is kept when the ``[dns]`` settings did not change;
+    the history recorder when ``reports.history`` did not (``history``: this process's).
     """
     try:
         engine = load_engine(config_path, holder.get())
@@ -318,6 +361,11 @@ def reload_engine(config_path: str, holder: EngineHolder) -> bool:
         return False
     if engine.config.metrics != holder.get().config.metrics:
         log.warning("metrics: a changed [metrics] section takes effect at the next start")
+    old = None
+    if history is not None:
+        engine, old = history.attach(engine)
     holder.swap(engine)
+    if old is not None:
+        old.close(History.CLOSE_TIMEOUT)
     log.info("reloaded %s", config_path)
     return True

@@ -180,9 +180,16 @@ METRICS: tuple[Metric, ...] = (
         ("version",),
         multiprocess_mode="max",
     ),
+    Metric(
+        "authmilter_history_rows_total",
+        "counter",
+        "DMARC history rows for reports, by outcome (stored; dropped: queue full; failed:"
+        " the store refused them)",
+        ("outcome",),
+    ),
 )
-# Later, with their features: ARC results (authmilter_arc_results_total{result}) and the
-# report store's rows (authmilter_report_rows_total{state=queued|written|dropped}).
+# Later, with its feature: ARC results (authmilter_arc_results_total{result}).
+HISTORY_OUTCOMES = ("stored", "dropped", "failed")
 
 BY_NAME = {m.name: m for m in METRICS}
 
@@ -327,6 +334,13 @@ def session_opened() -> Callable[[], None]:
             gauge.dec()
 
     return closed
+
+
+def history_rows(outcome: str, count: int) -> None:
+    """History rows for reports by outcome (:data:`HISTORY_OUTCOMES`)."""
+    live = _live
+    if live is not None and count:
+        live("authmilter_history_rows_total", _one_of(outcome, HISTORY_OUTCOMES)).inc(count)
 
 
 def worker_restarted() -> None:

@@ -35,8 +35,32 @@ def decide(results: AuthResults, cfg: Config) -> Decision:
         return ACCEPT
     decision = _verdict(results, cfg)
     if results.from_warnings and cfg.from_.display_name_check == "flag":
-        return dataclasses.replace(decision, flag_from=True)
+        decision = dataclasses.replace(decision, flag_from=True)
+    override = dmarc_override(results.dmarc, decision)
+    if override and not decision.dmarc_override:
+        decision = dataclasses.replace(decision, dmarc_override=override)
     return decision
+
+
+def dmarc_override(dmarc: DmarcResult | None, decision: Decision) -> str:
+    """RFC 9990 PolicyOverrideType when less was applied than a failing DMARC asked.
+
+    ``policy_test_mode`` for ``t=y`` (or pct sampling in psl mode), ``local_policy`` when
+    the config applied less than p= asked (``dmarc.reject = false``, ``dmarc.quarantine =
+    "none"``, DMARC off); "" otherwise.
+    """
+    if dmarc is None or dmarc.result != Result.FAIL or dmarc.policy == Disposition.NONE:
+        return ""
+    if dmarc.testing:
+        return "policy_test_mode"
+    if decision.action == Action.REJECT:
+        applied = Disposition.REJECT
+    elif decision.action == Action.QUARANTINE or decision.mark_quarantine:
+        applied = Disposition.QUARANTINE
+    else:
+        applied = Disposition.NONE
+    order = (Disposition.NONE, Disposition.QUARANTINE, Disposition.REJECT)
+    return "local_policy" if order.index(applied) < order.index(dmarc.policy) else ""
 
 
 def _verdict(results: AuthResults, cfg: Config) -> Decision:

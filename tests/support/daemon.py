@@ -160,6 +160,8 @@ class AuthmilterDaemon(Service):
         default = {
             "milter": {"socket": f"unix:{self.dir / 'authmilter.sock'}"},
             "metrics": {"listen": ""},
+            # nothing recorded unless a test asks (never the packaged /var/lib path)
+            "reports": {"history": ""},
         }
         self.config: dict[str, Any] = _deep_merge(default, config or {})
         self.config_path = self.dir / "authmilter.toml"

@@ -227,11 +227,14 @@ class _Evaluator:
             org = self.orgs.known(author) or ""
             return replace(base, org_domain=org, reason=self._why("no DMARC record"))
         policy_domain, record = found
+        method = "psl" if self.orgs.psl is not None else "treewalk"
         if not record.usable:
             return replace(
                 base,
                 result=Result.PERMERROR,
                 policy_domain=policy_domain,
+                record=record,
+                discovery_method=method,
                 org_domain=self.orgs.known(author) or "",
                 reason=(
                     f"record at _dmarc.{policy_domain} has {record.policy_error} "
@@ -266,6 +269,8 @@ class _Evaluator:
             dkim_aligned=dkim_ok,
             spf_aligned=spf_ok,
             reason=self._why(why),
+            record=found[1],
+            discovery_method=method,
         )
 
     def _why(self, text: str) -> str:

@@ -81,6 +81,9 @@ class HistoryStore(Protocol):
     def report_status(self, domain: str, begin: int, end: int) -> tuple[str, str, str] | None:
         """(status, report_id, reason) of a marked report (domain, period), or None."""
 
+    def count(self) -> int:
+        """How many message rows are stored."""
+
     def prune(self, before: int) -> int:
         """Delete rows older than ``before`` (epoch seconds); the number deleted."""
 
