@@ -13,6 +13,7 @@ from authmilter.reports.aggregate import (
     ReportMeta,
     file_name,
     gzipped,
+    render_gzipped,
     render_xml,
     report_id,
 )
@@ -112,6 +113,9 @@ def test_gzip_is_deterministic() -> None:
     xml = render_xml(aggregate(group(2)), META)
     assert gzipped(xml) == gzipped(xml)
     assert gzip.decompress(gzipped(xml)) == xml
+    assert render_gzipped(aggregate(group(2)), META) == gzipped(xml)
+    many = aggregate(*(group(n + 1, f"10.0.{n // 256}.{n % 256}") for n in range(3000)))
+    assert render_gzipped(many, META) == gzipped(render_xml(many, META))
 
 
 def test_message_structure() -> None:

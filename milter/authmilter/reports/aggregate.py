@@ -28,6 +28,7 @@ GENERATOR = f"authmilter {__version__}"
 OVERRIDES = frozenset(
     {"local_policy", "mailing_list", "other", "policy_test_mode", "trusted_forwarder"}
 )
+_CHUNK = 1 << 16  # characters handed to gzip at a time
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -76,6 +77,25 @@ def gzipped(xml: bytes) -> bytes:
     buf = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
         gz.write(xml)
+    return buf.getvalue()
+
+
+def render_gzipped(agg: Aggregate, meta: ReportMeta) -> bytes:
+    """``gzipped(render_xml(agg, meta))`` without ever holding the XML: the pieces are
+    compressed as they are made (memory: the compressed report and one record)."""
+    if not agg.records:
+        raise ValueError(f"{agg.domain}: no records in [{agg.begin}, {agg.end})")
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
+        pending: list[str] = []
+        size = 0
+        for piece in _document(agg, meta):
+            pending.append(piece)
+            size += len(piece)
+            if size >= _CHUNK:
+                gz.write("".join(pending).encode("utf-8"))
+                pending, size = [], 0
+        gz.write("".join(pending).encode("utf-8"))
     return buf.getvalue()
 
 

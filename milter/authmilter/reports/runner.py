@@ -24,7 +24,7 @@ from typing import Any
 from authmilter.config import Config
 from authmilter.dnsresolver import Resolver
 from authmilter.psl import PublicSuffixList
-from authmilter.reports.aggregate import ReportMeta, file_name, gzipped, render_xml, report_id
+from authmilter.reports.aggregate import ReportMeta, file_name, render_gzipped, report_id
 from authmilter.reports.destinations import must_retry, usable, verify_destinations
 from authmilter.reports.message import build_message
 from authmilter.reports.relay import Relay, RelayPermError, RelayTempError
@@ -232,7 +232,7 @@ class ReportRun:
             outcome.reason = outcome.reason or "no rua= destination"
             return None
         name = file_name(meta, agg)
-        gz = gzipped(render_xml(agg, meta))
+        gz = render_gzipped(agg, meta)
         message = build_message(agg, meta, outcome.sent_to, gz, name=name, now=self.clock())
         outcome.file = name
         return Built(meta, agg, name, gz, message)
