@@ -3,6 +3,7 @@ ones that took it) or wholly (a permanent refusal is marked skipped, with the re
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from tests.support.dnsserver import DnsServer
 from tests.support.service import serve_in_thread
 from tests.support.smtpsink import SmtpSink, _Handler, _Server
 
-REFUSED = "refuse"  # local parts starting with this are refused at RCPT with 550
+REFUSED = "refuse"  # local parts starting with this are refused at RCPT (550), MAIL (553)
+DROP_AT_QUIT = threading.Event()  # set: the sink answers QUIT with 421, not 221
 
 
 class RefusingSink(SmtpSink):
@@ -31,11 +33,17 @@ class RefusingSink(SmtpSink):
 
 class _RefusingHandler(_Handler):
     refuse_next = False
+    refuse_sender = False
 
     def _reply(self, text: str) -> None:
         if self.refuse_next and text.startswith("250 2.1.5"):
             self.refuse_next = False
             text = "550 5.1.1 no such user"
+        if self.refuse_sender and text.startswith("250 2.1.0"):
+            self.refuse_sender = False
+            text = "553 5.7.1 sender not allowed"
+        if text.startswith("221") and DROP_AT_QUIT.is_set():
+            text = "421 4.4.2 closing"  # not 221: smtplib's context manager raises on it
         super()._reply(text)
 
     def handle(self) -> None:
@@ -45,6 +53,8 @@ class _RefusingHandler(_Handler):
             line = original(limit)
             if line.upper().startswith(b"RCPT TO:<" + REFUSED.upper().encode()):
                 self.refuse_next = True
+            if line.upper().startswith(b"MAIL FROM:<" + REFUSED.upper().encode()):
+                self.refuse_sender = True
             return line
 
         self.rfile.readline = readline  # type: ignore[method-assign]
@@ -82,4 +92,30 @@ def test_partial_and_whole_refusals(
         code, second = report(*args)
         assert code == 0
         assert {e["status"] for e in by_domain(second).values()} == {"skipped"}
+        assert len(sink.messages) == 1
+
+
+def test_refused_sender_is_retried_and_a_lost_quit_is_still_sent(
+    history_dsn: str, tmp_path: Path
+) -> None:
+    fill(history_dsn, rows({"example.com": [("192.0.2.1", 3)]}))
+    with DnsServer(ZONE) as dns, RefusingSink() as sink:
+        cfg = write_config(tmp_path, history_dsn, sink.port)
+        refusing = tmp_path / "refusing.toml"
+        refusing.write_text(
+            cfg.read_text().replace("dmarc-reports@receiver.example", "refuse@receiver.example")
+        )
+        code, first = report("-c", str(refusing), *PERIOD, "--nameserver", dns.address)
+        assert code == 75  # the relay settings need fixing: the report waits, it is not lost
+        assert "MAIL FROM" in by_domain(first)["example.com"]["reason"]
+        assert sink.messages == []
+        DROP_AT_QUIT.set()
+        try:
+            code, second = report("-c", str(cfg), *PERIOD, "--nameserver", dns.address)
+        finally:
+            DROP_AT_QUIT.clear()
+        assert code == 0
+        assert by_domain(second)["example.com"]["status"] == "sent"
+        code, third = report("-c", str(cfg), *PERIOD, "--nameserver", dns.address)
+        assert by_domain(third)["example.com"]["status"] == "skipped"
         assert len(sink.messages) == 1

@@ -65,28 +65,50 @@ class Relay:
     ) -> dict[str, tuple[int, bytes]]:
         """Hand one message over: the recipients refused while others were taken ({} when
         all were). RelayTempError or RelayPermError when the message was not taken at all
-        (so that a retry never sends it twice to a recipient that took it)."""
+        (so that a retry never sends it twice to a recipient that took it).
+
+        Permanent: every recipient refused with 5xx, or the message refused at DATA with 5xx
+        (too big, content). Temporary: connection and TLS trouble, 4xx, and a refused AUTH
+        or MAIL FROM (the relay settings need fixing; the report waits for that). Trouble
+        after the message was taken (at QUIT) is ignored.
+        """
+        smtp: smtplib.SMTP | None = None
         try:
             if self.tls == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp = smtplib.SMTP_SSL(
                     self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
                 )
             else:
                 smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            with smtp:
-                if self.tls == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
-                if self.user:
-                    smtp.login(self.user, self.password)
-                refused = smtp.send_message(message, sender, list(recipients))
+            if self.tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+            if self.user:
+                smtp.login(self.user, self.password)
+            refused = smtp.send_message(message, sender, list(recipients))
         except smtplib.SMTPRecipientsRefused as exc:
             raise _classify(exc.recipients) from None
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused) as exc:
+            what = "AUTH" if isinstance(exc, smtplib.SMTPAuthenticationError) else "MAIL FROM"
+            raise RelayTempError(
+                f"relay {self.host}:{self.port} refused {what} with {exc.smtp_code}: "
+                "check reports.relay, relay_user, email"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             cls = RelayPermError if exc.smtp_code >= 500 else RelayTempError
             raise cls(f"relay answered {exc.smtp_code}") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise RelayTempError(f"relay {self.host}:{self.port}: {type(exc).__name__}") from None
+        finally:
+            if smtp is not None:
+                _quit(smtp)
         return dict(refused)
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
 
 
 def _classify(refused: dict[str, tuple[int, bytes]]) -> RelayTempError | RelayPermError:
