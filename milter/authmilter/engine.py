@@ -10,7 +10,7 @@ stages in SMTP order:
    configured);
 3. end of headers: :meth:`Engine.body_specs` (the body hashes to stream);
 4. end of message: :meth:`Engine.evaluate`: :meth:`Engine.authenticate` (the checks), then
-   the inbound policy or the outbound rules, then the header edits.
+   the inbound policy or the outbound rules, then the header edits (and an ARC seal).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from authmilter.dnsresolver import Resolver
 from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
 from authmilter.results import AuthResults, IprevResult, SpfResult
+from authmilter.signing.arcseal import BODY_SPEC as ARC_SEAL_SPEC
+from authmilter.signing.arcseal import ArcSealer
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.publication import KeyPublication
 from authmilter.signing.signer import Signer
@@ -66,6 +68,7 @@ class Engine:
     publication_resolver: Resolver | None = None
     # told about every decided message (the daemon's history recorder); ``test`` has none
     observers: tuple[MessageObserver, ...] = ()
+    sealer: ArcSealer | None = None  # [arc] seal = true: adds an ARC set (header_edits.seal)
     trust: TrustPolicy = field(init=False, repr=False)
     # which keys may sign now (signing.require_published_key): the engine's one runtime state
     publication: KeyPublication | None = field(init=False, repr=False)
@@ -110,12 +113,14 @@ class Engine:
 
     def body_specs(self, env: Envelope, headers: Sequence[HeaderField]) -> frozenset[BodySpec]:
         """The body hashes this message will need, so that the body can stream."""
+        sealing = self.sealer is not None and self.sealer.applies(env.daemon_name)
+        seal = frozenset([ARC_SEAL_SPEC]) if sealing else frozenset()
         if self.classify(env):
             signer = self.active_signer
-            return frozenset([signer.body_spec]) if signer is not None else frozenset()
+            return seal | (frozenset([signer.body_spec]) if signer is not None else frozenset())
         if not self.config.dkim.verify:
-            return frozenset()
-        return body_specs(headers, self.config.dkim.max_signatures)
+            return seal
+        return seal | body_specs(headers, self.config.dkim.max_signatures)
 
     def evaluate(
         self, tx: Transaction, spf: SpfResult | None = None, iprev: IprevResult | None = None
@@ -131,7 +136,7 @@ class Engine:
                 self.active_signer,
                 self.publication,
             )
-            return results, header_edits.outbound(
+            decision = header_edits.outbound(
                 decision,
                 tx,
                 results,
@@ -139,8 +144,10 @@ class Engine:
                 signatures,
                 auth_results=self.config.trust.auth_results,
             )
-        decision = policy.decide(results, self.config)
-        return results, header_edits.inbound(decision, tx, results, self.authserv_id, self.config)
+        else:
+            decision = policy.decide(results, self.config)
+            decision = header_edits.inbound(decision, tx, results, self.authserv_id, self.config)
+        return results, header_edits.seal(decision, tx, results, self.sealer, self.authserv_id)
 
     # ------------------------------------------------------------------ the checks
 
