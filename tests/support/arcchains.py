@@ -46,17 +46,19 @@ def seal(message: bytes, hop: Hop, cv: str | None = None, timestamp: int = TIMES
     the message already has an ARC-Seal, nothing (cv=none) otherwise.
     """
     message = crlf(message)
-    if cv is None and b"\narc-seal:" in b"\n" + message.lower():
+    instance = (b"\n" + message.lower()).count(b"\narc-seal:") + 1
+    if cv is None and instance > 1:
         cv = "pass"
     results = hop.results + (f"; arc={cv}" if cv else "")
-    message = f"Authentication-Results: {hop.domain}; {results}\r\n".encode() + message
+    srv_id = f"hop{instance}.{hop.domain}"  # dkimpy reads only its own A-R, one per hop
+    message = f"Authentication-Results: {srv_id}; {results}\r\n".encode() + message
     key = hop.dkim_key
     fields = dkim.arc_sign(
         message,
         hop.selector.encode(),
         hop.domain.encode(),
         key.private,
-        hop.domain.encode(),
+        srv_id.encode(),
         signature_algorithm=key.algorithm,
         timestamp=timestamp,
     )
@@ -72,8 +74,11 @@ def chain(message: bytes, hops: Sequence[Hop]) -> bytes:
     return message
 
 
-def zone(hops: Sequence[Hop], extra: dict[tuple[str, str], list[str]] | None = None,
-         temperror: Sequence[str] = ()) -> StaticResolver:
+def zone(
+    hops: Sequence[Hop],
+    extra: dict[tuple[str, str], list[str]] | None = None,
+    temperror: Sequence[str] = (),
+) -> StaticResolver:
     """A resolver with every hop's key (and ``extra`` records)."""
     records = dict(hop.record for hop in hops)
     records.update(extra or {})

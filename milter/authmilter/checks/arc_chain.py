@@ -97,21 +97,21 @@ def collect(headers: Sequence[HeaderField]) -> tuple[ArcSet, ...]:
         raise ChainError(f"{SEAL} i={newest} says cv=fail", newest)
     sets: list[ArcSet] = []
     for i in range(1, newest + 1):  # 5.2 step 3
-        members = by_instance.get(i)
-        if members is None:
+        got = by_instance.get(i)
+        if got is None:
             raise ChainError(f"ARC sets are not numbered 1 to {newest} (no i={i})", newest)
         for kind in KINDS:
-            if kind not in members:
+            if kind not in got:
                 raise ChainError(f"ARC set i={i} has no {kind}", newest)
-        _check_cv(i, members[SEAL][1], newest)
+        _check_cv(i, got[SEAL][1], newest)
         sets.append(
             ArcSet(
                 instance=i,
-                aar=members[AAR][0],
-                ams=members[AMS][0],
-                seal=members[SEAL][0],
-                ams_tags=members[AMS][1],
-                seal_tags=members[SEAL][1],
+                aar=got[AAR][0],
+                ams=got[AMS][0],
+                seal=got[SEAL][0],
+                ams_tags=got[AMS][1],
+                seal_tags=got[SEAL][1],
             )
         )
     return tuple(sets)

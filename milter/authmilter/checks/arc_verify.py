@@ -97,7 +97,9 @@ def verify_arc(
         return ArcResult(Result.FAIL, chain=exc.chain, reason=exc.reason)
     if not sets:
         return ArcResult(Result.NONE)
-    check = _Checker(tx, resolver, max(MIN_RSA_BITS, min_key_bits), time.time() if now is None else now)
+    check = _Checker(
+        tx, resolver, max(MIN_RSA_BITS, min_key_bits), time.time() if now is None else now
+    )
     try:
         return check.chain(sets)
     except Exception as exc:  # a bug must not escape; never a pass or a fail
