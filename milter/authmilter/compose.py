@@ -14,7 +14,7 @@ from authmilter.dnsresolver import DnspythonResolver, Resolver
 from authmilter.engine import Engine
 from authmilter.errors import UsageError
 from authmilter.psl import PublicSuffixList
-from authmilter.signing.arcseal import ArcSealer
+from authmilter.signing.arcseal import Sealer
 from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
@@ -88,7 +88,7 @@ def build_engine(
     sealer = None
     if cfg.arc.seal:
         seal_owner = key_owner(cfg)
-        sealer = ArcSealer.from_config(
+        sealer = Sealer.from_config(
             cfg.arc,
             str(config_dir),
             require_safe=cfg.signing.require_safe_keys,

@@ -34,7 +34,7 @@ from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
 from authmilter.results import AuthResults, IprevResult, SpfResult
 from authmilter.signing.arcseal import BODY_SPEC as ARC_SEAL_SPEC
-from authmilter.signing.arcseal import ArcSealer
+from authmilter.signing.arcseal import Sealer
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.publication import KeyPublication
 from authmilter.signing.signer import Signer
@@ -68,7 +68,7 @@ class Engine:
     publication_resolver: Resolver | None = None
     # told about every decided message (the daemon's history recorder); ``test`` has none
     observers: tuple[MessageObserver, ...] = ()
-    sealer: ArcSealer | None = None  # [arc] seal = true: adds an ARC set (header_edits.seal)
+    sealer: Sealer | None = None  # [arc] seal = true: adds an ARC set (header_edits.seal)
     trust: TrustPolicy = field(init=False, repr=False)
     # which keys may sign now (signing.require_published_key): the engine's one runtime state
     publication: KeyPublication | None = field(init=False, repr=False)

@@ -20,7 +20,7 @@ from authmilter.config import Config
 from authmilter.decision import Action, Decision, HeaderEdit
 from authmilter.model import HeaderField, Transaction
 from authmilter.results import AuthResults, Disposition, Result
-from authmilter.signing.arcseal import BODY_SPEC, ArcSealer, chain_status
+from authmilter.signing.arcseal import BODY_SPEC, Sealer, chain_status
 
 
 def forged_removals(tx: Transaction, authserv_id: str) -> tuple[HeaderEdit, ...]:
@@ -104,7 +104,7 @@ def seal(
     decision: Decision,
     tx: Transaction,
     results: AuthResults,
-    sealer: ArcSealer | None,
+    sealer: Sealer | None,
     authserv_id: str,
     *,
     now: int | None = None,

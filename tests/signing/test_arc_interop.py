@@ -1,5 +1,6 @@
-"""Our ARC seals as dkimpy's ``arc_verify`` sees them (PyPI and Debian dkimpy alike):
-a first set, sets continuing dkimpy's chains, a three-hop chain of our own, cv=fail."""
+"""Our ARC seals as dkimpy's ``arc_verify`` (PyPI and Debian dkimpy alike) and our own
+verifier see them: a first set, sets continuing dkimpy's chains, a three-hop chain of our
+own, cv=fail, Ed25519."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def test_first_seal_verifies_in_dkimpy() -> None:
     cv, results, reason = a.dkimpy_verify(message, (*FWD, key))
     assert cv == dkim.CV_Pass, reason
     assert [r["instance"] for r in results] == [1]
+    ours = a.our_verify(message, (*FWD, key))
+    assert (ours.result, ours.chain, ours.oldest_pass) == (Result.PASS, 1, 0), ours.reason
 
 
 @pytest.mark.parametrize("previous", [1, 2])
@@ -63,10 +66,13 @@ def test_continues_a_dkimpy_chain(previous: int) -> None:
     assert a.tags(decision, "ARC-Seal")["i"] == str(previous + 1)
     assert a.tags(decision, "ARC-Seal")["cv"] == "pass"
     assert a.tags(decision, "ARC-Message-Signature")["i"] == str(previous + 1)
-    cv, results, reason = a.dkimpy_verify(a.deliver(message, decision), (*FWD, ours), *keys)
+    delivered = a.deliver(message, decision)
+    cv, results, reason = a.dkimpy_verify(delivered, (*FWD, ours), *keys)
     assert cv == dkim.CV_Pass, reason
     assert [r["instance"] for r in results] == list(range(previous + 1, 0, -1))
     assert all(r["as-valid"] for r in results)
+    mine = a.our_verify(delivered, (*FWD, ours), *keys)
+    assert (mine.result, mine.chain) == (Result.PASS, previous + 1), mine.reason
 
 
 def test_three_hops_of_our_own_verify_in_dkimpy() -> None:
@@ -75,7 +81,8 @@ def test_three_hops_of_our_own_verify_in_dkimpy() -> None:
     for hop in range(3):
         key = (f"hop{hop}.example", f"sel{hop}", a.hop_key(hop))
         seal = a.sealer(key[2], key[0], key[1])
-        arc = a.oracle_arc(message, *keys)
+        arc = a.our_verify(message, *keys)  # each hop runs our verifier
+        assert arc.result == a.oracle_arc(message, *keys).result
         eng = a.engine(seal, authserv_id=f"mx{hop}.test")
         decision, _ = a.run(eng, message, arc=arc)
         assert decision.action == Action.ACCEPT
@@ -86,6 +93,9 @@ def test_three_hops_of_our_own_verify_in_dkimpy() -> None:
     assert cv == dkim.CV_Pass, reason
     assert [r["cv"] for r in results] == [b"pass", b"pass", b"none"]
     assert [r["as-domain"] for r in results] == [b"hop2.example", b"hop1.example", b"hop0.example"]
+    mine = a.our_verify(message, *keys)
+    assert (mine.result, mine.chain, mine.oldest_pass) == (Result.PASS, 3, 0), mine.reason
+    assert [s.domain for s in mine.sealers] == ["hop2.example", "hop1.example", "hop0.example"]
 
 
 def test_failed_chain_gets_cv_fail_over_our_set_only() -> None:
@@ -103,6 +113,7 @@ def test_failed_chain_gets_cv_fail_over_our_set_only() -> None:
     cv, results, reason = a.dkimpy_verify(delivered, (*FWD, ours), hop)
     assert cv is None and "terminated" in reason, reason
     assert results[0]["ams-valid"]
+    assert a.our_verify(delivered, (*FWD, ours), hop).result == Result.FAIL
     # RFC 8617 5.1.2: the seal signs only the new set (dkimpy's canonicalisation, OpenSSL)
     assert _seal_verifies(delivered, ours.private, only_newest=True)
     assert not _seal_verifies(delivered, ours.private, only_newest=False)
@@ -149,8 +160,9 @@ def test_ed25519_seal_verifies_in_dkimpy_taught_ed25519(monkeypatch: pytest.Monk
     arc = ArcResult(Result.PASS, chain=1)
     decision, _ = a.run(a.engine(a.ed25519_sealer()), message, arc=arc)
     assert a.tags(decision, "ARC-Seal")["a"] == "ed25519-sha256"
-    cv, results, reason = a.dkimpy_verify(
-        a.deliver(message, decision), ("forwarder.example", "ed", key), rsa_hop
-    )
+    delivered = a.deliver(message, decision)
+    cv, results, reason = a.dkimpy_verify(delivered, ("forwarder.example", "ed", key), rsa_hop)
     assert cv == dkim.CV_Pass, reason
     assert results[0]["ams-valid"] and results[0]["as-valid"]
+    mine = a.our_verify(delivered, ("forwarder.example", "ed", key), rsa_hop)
+    assert (mine.result, mine.chain) == (Result.PASS, 2), mine.reason

@@ -17,7 +17,7 @@ from authmilter.decision import Action
 from authmilter.errors import ConfigError
 from authmilter.model import Envelope, HeaderField, parse_message
 from authmilter.results import ArcResult, Result
-from authmilter.signing.arcseal import BODY_SPEC, ArcSealer, chain_status
+from authmilter.signing.arcseal import BODY_SPEC, Sealer, chain_status
 from tests.support import arcseal as a
 from tests.support.engines import BAD_IP, GOOD_IP, example_zone
 from tests.support.keys import shared_ed25519_key, shared_rsa_key, sign, simple_message
@@ -167,7 +167,7 @@ def _config(**arc: object) -> dict[str, object]:
 def test_compose_loads_the_sealing_key(tmp_path: Path) -> None:
     key = _write_key(tmp_path, ed25519=True)
     eng = build_engine(from_dict(_config(key=str(key))), example_zone())
-    assert isinstance(eng.sealer, ArcSealer)
+    assert isinstance(eng.sealer, Sealer)
     assert eng.sealer.key.algorithm == "ed25519-sha256"
     assert build_engine(from_dict({}), example_zone()).sealer is None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import dkim
 
+from authmilter.checks.arc_verify import verify_arc
 from authmilter.cli import run_session
 from authmilter.config import from_dict
 from authmilter.decision import Decision
@@ -18,7 +19,7 @@ from authmilter.engine import Engine
 from authmilter.model import parse_message, to_crlf
 from authmilter.results import ArcResult, AuthResults, Result
 from authmilter.session import Session
-from authmilter.signing.arcseal import ArcSealer
+from authmilter.signing.arcseal import Sealer
 from authmilter.signing.keys import PrivateKeyFile, parse_private_key
 from authmilter.staticresolver import StaticResolver
 from tests.support.engines import GOOD_IP, example_zone
@@ -36,14 +37,14 @@ def sealer(
     domain: str = "forwarder.example",
     selector: str = "arc",
     **kw: Any,
-) -> ArcSealer:
+) -> Sealer:
     """A sealer with ``key`` (default: the shared RSA key)."""
     key = key or shared_rsa_key()
     private = PrivateKeyFile(parse_private_key(key.private, "test key"), "test key")
-    return ArcSealer(domain, selector, private, **kw)
+    return Sealer(domain, selector, private, **kw)
 
 
-def ed25519_sealer(domain: str = "forwarder.example", selector: str = "ed") -> ArcSealer:
+def ed25519_sealer(domain: str = "forwarder.example", selector: str = "ed") -> Sealer:
     """A sealer with the shared Ed25519 key."""
     return sealer(shared_ed25519_key(), domain, selector)
 
@@ -57,7 +58,7 @@ def zone_with(*keys: tuple[str, str, DkimKey]) -> StaticResolver:
 
 
 def engine(
-    seal: ArcSealer | None,
+    seal: Sealer | None,
     resolver: StaticResolver | None = None,
     authserv_id: str = "mx.test",
     **sections: Any,
@@ -147,6 +148,11 @@ def oracle_arc(message: bytes, *keys: tuple[str, str, DkimKey]) -> ArcResult:
     if cv == dkim.CV_None and not chain:
         return ArcResult(Result.NONE)
     return ArcResult(Result.FAIL, chain=chain)
+
+
+def our_verify(message: bytes, *keys: tuple[str, str, DkimKey]) -> ArcResult:
+    """authmilter's own verifier on ``message``, with the keys of ``keys`` in DNS."""
+    return verify_arc(parse_message(message), zone_with(*keys))
 
 
 def dkimpy_seal(

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dkim.util
 
+from authmilter.checks.arc_chain import AAR, AMS, KINDS, MAX_SETS, SEAL, arc_fields, collect
 from authmilter.checks.dkim_body import BodySpec
 from authmilter.checks.dkim_header import relaxed_name, relaxed_value, strip_b_value
 from authmilter.config import ArcConfig
@@ -47,11 +48,6 @@ from authmilter.signing.signer import (
     header_names,
 )
 
-AAR = "ARC-Authentication-Results"
-AMS = "ARC-Message-Signature"
-AS = "ARC-Seal"
-ARC_FIELDS = (AAR, AMS, AS)
-MAX_INSTANCE = 50  # RFC 8617 4.2.1
 BODY_SPEC: BodySpec = ("relaxed", "sha256", None)  # the AMS bh= (c=relaxed/relaxed)
 # the DKIM signer's list, what RFC 6376 5.4 adds to it, and the DKIM signatures (4.1.2)
 DEFAULT_SEAL_HEADERS: tuple[str, ...] = (
@@ -59,8 +55,8 @@ DEFAULT_SEAL_HEADERS: tuple[str, ...] = (
     "sender", "message-id", "mime-version", "content-type", "content-transfer-encoding",
     "dkim-signature",
 )  # fmt: skip
-# never in the AMS h=: the ARC fields themselves and Authentication-Results (4.1.2)
-FORBIDDEN_HEADERS = frozenset(["arc-seal", "arc-message-signature", "arc-authentication-results"])
+# never in the AMS h=: the ARC fields themselves (4.1.2)
+FORBIDDEN_HEADERS = frozenset(k.lower() for k in KINDS)
 _AAR_INSTANCE = re.compile(rb"\A\s*i\s*=\s*(\d{1,9})\s*;")
 _CRLF = b"\r\n"
 
@@ -74,9 +70,9 @@ class ChainStatus:
     skip: str = ""  # fixed words for the log line
 
 
-def instance_of(hf: HeaderField) -> int | None:
-    """The ``i=`` of an ARC field (None when it has none that parses)."""
-    if hf.is_named(AAR):
+def instance_of(kind: str, hf: HeaderField) -> int | None:
+    """The ``i=`` of an ARC field of this kind (None when it has none that parses)."""
+    if kind == AAR:
         m = _AAR_INSTANCE.match(relaxed_value(hf.value))
         return int(m.group(1)) if m else None
     try:
@@ -86,21 +82,17 @@ def instance_of(hf: HeaderField) -> int | None:
     return int(raw) if raw.strip().isdigit() and len(raw.strip()) < 10 else None
 
 
-def arc_fields(headers: Sequence[HeaderField]) -> list[HeaderField]:
-    """Every ARC field of the message, in message order."""
-    return [h for h in headers if any(h.is_named(n) for n in ARC_FIELDS)]
-
-
 def chain_status(headers: Sequence[HeaderField], arc: ArcResult | None) -> ChainStatus:
     """What the next set is, from the verifier's result and the message's ARC fields."""
     fields = arc_fields(headers)
-    highest = max((i for i in map(instance_of, fields) if i is not None), default=0)
+    instances = (instance_of(kind, hf) for kind, hf in fields)
+    highest = max((i for i in instances if i is not None), default=0)
     if arc is None or arc.result == Result.NONE:
         if fields:
             return ChainStatus(skip="chain-not-verified")
         return ChainStatus(1, "none")
     if arc.result == Result.PASS:
-        if highest != arc.chain or len(fields) != 3 * highest:
+        if highest != arc.chain or len(fields) != 3 * highest:  # not what was verified
             return ChainStatus(skip="chain-mismatch")
         cv = "pass"
     elif arc.result == Result.FAIL:
@@ -109,12 +101,12 @@ def chain_status(headers: Sequence[HeaderField], arc: ArcResult | None) -> Chain
         cv = "fail"
     else:
         return ChainStatus(skip=f"chain-{Result(arc.result).value}")
-    if highest + 1 > MAX_INSTANCE:
+    if highest + 1 > MAX_SETS:
         return ChainStatus(skip="chain-limit")
     return ChainStatus(highest + 1, cv)
 
 
-class ArcSealer:
+class Sealer:
     """Seals with one key (``arc.domain``, ``arc.selector``, ``arc.key``)."""
 
     def __init__(
@@ -141,7 +133,7 @@ class ArcSealer:
         require_safe: bool = True,
         identity: Identity | None = None,
         warn: Callable[[str], None] | None = None,
-    ) -> ArcSealer | None:
+    ) -> Sealer | None:
         """The sealer of ``[arc]`` (None when ``seal`` is off); ConfigError naming the key."""
         if not cfg.seal:
             return None
@@ -177,7 +169,9 @@ class ArcSealer:
 
         ``headers`` are the message's fields as they will leave us (our own edits applied),
         ``body_hash`` the raw relaxed/sha256 body digest, ``auth_results`` the value of our
-        Authentication-Results for this message.
+        Authentication-Results for this message. With ``cv=pass`` the previous sets come
+        from :func:`~authmilter.checks.arc_chain.collect` (ChainError if the chain is not
+        well formed: the verifier said pass, so it is).
         """
         n = status.instance
         aar = aar_value(n, auth_results)
@@ -204,12 +198,12 @@ class ArcSealer:
             ("s", self.selector),
             ("t", str(timestamp)),
         ]
-        unsigned = fold_tags([(" ", f"{k}={v};") for k, v in seal_tags], AS)
+        unsigned = fold_tags([(" ", f"{k}={v};") for k, v in seal_tags], SEAL)
         new_set = [HeaderField(AAR, b" " + aar.encode()), HeaderField(AMS, b" " + ams.encode())]
-        previous = [] if status.cv == "fail" else previous_sets(headers, n - 1)
-        data = seal_input([*previous, *new_set], HeaderField(AS, b" " + unsigned.encode()))
-        seal = unsigned + fold_b(unsigned, self._sign(data), AS)
-        return [(AS, seal), (AMS, ams), (AAR, aar)]
+        previous = [] if status.cv == "fail" else [f for s in collect(headers) for f in s.fields()]
+        data = seal_input([*previous, *new_set], HeaderField(SEAL, b" " + unsigned.encode()))
+        seal = unsigned + fold_b(unsigned, self._sign(data), SEAL)
+        return [(SEAL, seal), (AMS, ams), (AAR, aar)]
 
     def _sign(self, data: bytes) -> str:
         return base64.b64encode(self.key.sign(data)).decode("ascii")
@@ -222,21 +216,6 @@ def aar_value(instance: int, auth_results: str) -> str:
     if len(AAR) + 2 + len(head) + 1 + len(first) > 78:
         return f"{head}\r\n\t{auth_results}".replace("\r\n", "\n").replace("\n", "\r\n")
     return f"{head} {auth_results}".replace("\r\n", "\n").replace("\n", "\r\n")
-
-
-def previous_sets(headers: Sequence[HeaderField], last: int) -> list[HeaderField]:
-    """Sets 1..``last`` in instance order, each as AAR, AMS, AS (ValueError if incomplete)."""
-    by_key: dict[tuple[int, str], HeaderField] = {}
-    for hf in arc_fields(headers):
-        i = instance_of(hf)
-        name = next(n for n in ARC_FIELDS if hf.is_named(n))
-        if i is None or (i, name) in by_key:
-            raise ValueError("ARC set fields without a unique instance")
-        by_key[(i, name)] = hf
-    try:
-        return [by_key[(i, name)] for i in range(1, last + 1) for name in ARC_FIELDS]
-    except KeyError:
-        raise ValueError("an ARC set is incomplete") from None
 
 
 def seal_input(fields: Sequence[HeaderField], seal: HeaderField) -> bytes:
