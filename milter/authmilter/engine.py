@@ -15,11 +15,15 @@ stages in SMTP order:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from authmilter import header_edits, outbound, policy
+from authmilter.checks.arc_aar import newest_aar, vouches_for_dmarc
+from authmilter.checks.arc_chain import arc_body_specs
+from authmilter.checks.arc_verify import verify_arc
 from authmilter.checks.dkim_body import BodySpec, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
@@ -32,7 +36,15 @@ from authmilter.decision import Decision
 from authmilter.dnsresolver import Resolver
 from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
-from authmilter.results import AuthResults, IprevResult, SpfResult
+from authmilter.results import (
+    ArcResult,
+    AuthResults,
+    DmarcResult,
+    FromField,
+    IprevResult,
+    Result,
+    SpfResult,
+)
 from authmilter.signing.arcseal import BODY_SPEC as ARC_SEAL_SPEC
 from authmilter.signing.arcseal import Sealer
 from authmilter.signing.loginmap import LoginMap
@@ -118,9 +130,12 @@ class Engine:
         if self.classify(env):
             signer = self.active_signer
             return seal | (frozenset([signer.body_spec]) if signer is not None else frozenset())
-        if not self.config.dkim.verify:
-            return seal
-        return seal | body_specs(headers, self.config.dkim.max_signatures)
+        specs = seal
+        if self.config.dkim.verify:
+            specs |= body_specs(headers, self.config.dkim.max_signatures)
+        if self.config.arc.verify:
+            specs |= arc_body_specs(headers)
+        return specs
 
     def evaluate(
         self, tx: Transaction, spf: SpfResult | None = None, iprev: IprevResult | None = None
@@ -185,6 +200,7 @@ class Engine:
                 null_sender=not env.mail_from,
             )
         warnings = check_from_display(tx, self.psl) if cfg.from_.display_name_check != "off" else ()
+        arc = self.check_arc(tx, from_field, dmarc) if cfg.arc.verify else None
         return AuthResults(
             spf=spf,
             helo_spf=helo_spf,
@@ -193,7 +209,23 @@ class Engine:
             from_field=from_field,
             from_warnings=warnings,
             iprev=iprev,
+            arc=arc,
         )
+
+    def check_arc(
+        self, tx: Transaction, from_field: FromField, dmarc: DmarcResult | None
+    ) -> ArcResult:
+        """The ARC chain (RFC 8617); the newest AAR is read only when its sealer is trusted."""
+        arc = verify_arc(tx, self.resolver, self.config.dkim.min_key_bits)
+        if arc.result != Result.PASS or not arc.sealers:
+            return arc
+        if arc.sealers[0].domain not in self.config.arc.trusted_sealer_names():
+            return arc
+        aar = newest_aar(tx.headers)
+        org = dmarc.org_domain if dmarc is not None else ""
+        if aar is not None and vouches_for_dmarc(aar, from_field.domain, org):
+            return dataclasses.replace(arc, newest_vouches_dmarc=True)
+        return arc
 
     @property
     def active_signer(self) -> Signer | None:

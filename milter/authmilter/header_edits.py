@@ -48,6 +48,14 @@ def disposition(decision: Decision, results: AuthResults) -> Disposition | None:
     return Disposition.NONE
 
 
+def override_note(decision: Decision, results: AuthResults) -> str:
+    """Why DMARC's policy was not applied, for the A-R's dmarc comment ("" when it was)."""
+    if decision.dmarc_override != "trusted_forwarder" or results.arc is None:
+        return ""
+    sealer = results.arc.sealers[0].domain if results.arc.sealers else ""
+    return f"trusted ARC sealer {sealer}"
+
+
 def inbound(
     decision: Decision, tx: Transaction, results: AuthResults, authserv_id: str, cfg: Config
 ) -> Decision:
@@ -55,7 +63,11 @@ def inbound(
     if not decision.edits_applied:
         return decision
     ar = headers.render_authentication_results(
-        authserv_id, results, tx.envelope, disposition=disposition(decision, results)
+        authserv_id,
+        results,
+        tx.envelope,
+        disposition=disposition(decision, results),
+        dmarc_override=override_note(decision, results),
     )
     adds = [HeaderEdit(headers.AR_NAME, ar, 0)]
     if results.spf is not None and cfg.spf.received_spf_header:

@@ -112,6 +112,12 @@ METRICS: tuple[Metric, ...] = (
         ("result", "policy"),
     ),
     Metric(
+        "authmilter_arc_results_total",
+        "counter",
+        "ARC chains validated (RFC 8617), by result (none: no chain)",
+        ("result",),
+    ),
+    Metric(
         "authmilter_from_warnings_total",
         "counter",
         "From fields showing another organization's address, by kind",
@@ -181,8 +187,8 @@ METRICS: tuple[Metric, ...] = (
         multiprocess_mode="max",
     ),
 )
-# Later, with their features: ARC results (authmilter_arc_results_total{result}) and the
-# report store's rows (authmilter_report_rows_total{state=queued|written|dropped}).
+# Later, with its feature: the report store's rows
+# (authmilter_report_rows_total{state=queued|written|dropped}).
 
 BY_NAME = {m.name: m for m in METRICS}
 
@@ -248,6 +254,8 @@ def message(
     if results.dmarc is not None:
         dm = results.dmarc
         live("authmilter_dmarc_results_total", str(dm.result), str(dm.policy)).inc()
+    if results.arc is not None:
+        live("authmilter_arc_results_total", str(results.arc.result)).inc()
     for w in results.from_warnings:
         live("authmilter_from_warnings_total", str(w.kind)).inc()
 

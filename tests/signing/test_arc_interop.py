@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authmilter.decision import Action
-from authmilter.results import ArcResult, Result
+from authmilter.results import Result
 from tests.support import arcseal as a
 from tests.support.keys import shared_ed25519_key, shared_rsa_key, sign, simple_message
 
@@ -61,8 +61,9 @@ def test_continues_a_dkimpy_chain(previous: int) -> None:
         message = a.dkimpy_seal(message, key, domain, selector, srv_id=domain, ar=ar)
     assert a.oracle_arc(message, *keys).result == Result.PASS
     ours = a.hop_key(0)
-    arc = a.oracle_arc(message, *keys)
-    decision, _ = a.run(a.engine(a.sealer(ours)), message, arc=arc)
+    decision, results = a.run(a.engine(a.sealer(ours), a.zone_with(*keys)), message)
+    assert results is not None and results.arc is not None  # the engine's own verifier
+    assert (results.arc.result, results.arc.chain) == (Result.PASS, previous)
     assert a.tags(decision, "ARC-Seal")["i"] == str(previous + 1)
     assert a.tags(decision, "ARC-Seal")["cv"] == "pass"
     assert a.tags(decision, "ARC-Message-Signature")["i"] == str(previous + 1)
@@ -81,11 +82,11 @@ def test_three_hops_of_our_own_verify_in_dkimpy() -> None:
     for hop in range(3):
         key = (f"hop{hop}.example", f"sel{hop}", a.hop_key(hop))
         seal = a.sealer(key[2], key[0], key[1])
-        arc = a.our_verify(message, *keys)  # each hop runs our verifier
-        assert arc.result == a.oracle_arc(message, *keys).result
-        eng = a.engine(seal, authserv_id=f"mx{hop}.test")
-        decision, _ = a.run(eng, message, arc=arc)
+        eng = a.engine(seal, a.zone_with(*keys), authserv_id=f"mx{hop}.test")
+        decision, results = a.run(eng, message)  # each hop verifies the chain itself
         assert decision.action == Action.ACCEPT
+        assert results is not None and results.arc is not None
+        assert results.arc.result == a.oracle_arc(message, *keys).result
         assert a.tags(decision, "ARC-Seal")["i"] == str(hop + 1)
         message = a.deliver(message, decision)
         keys.append(key)
@@ -102,10 +103,11 @@ def test_failed_chain_gets_cv_fail_over_our_set_only() -> None:
     hop = ("hop1.example", "s", a.hop_key(1))
     message = a.dkimpy_seal(signed_message(), hop[2], *hop[:2], srv_id=hop[0], ar="spf=pass")
     tampered = message.replace(b"Hello  there.", b"Hello there!")
-    arc = a.oracle_arc(tampered, hop)
-    assert arc.result == Result.FAIL
+    assert a.oracle_arc(tampered, hop).result == Result.FAIL
     ours = a.hop_key(0)
-    decision, _ = a.run(a.engine(a.sealer(ours)), tampered, arc=arc)
+    decision, results = a.run(a.engine(a.sealer(ours), a.zone_with(hop)), tampered)
+    assert results is not None and results.arc is not None
+    assert results.arc.result == Result.FAIL
     seal = a.tags(decision, "ARC-Seal")
     assert (seal["i"], seal["cv"]) == ("2", "fail")
     delivered = a.deliver(tampered, decision)
@@ -157,8 +159,7 @@ def test_ed25519_seal_verifies_in_dkimpy_taught_ed25519(monkeypatch: pytest.Monk
     message = a.dkimpy_seal(
         signed_message(), rsa_hop[2], *rsa_hop[:2], srv_id=rsa_hop[0], ar="spf=pass"
     )
-    arc = ArcResult(Result.PASS, chain=1)
-    decision, _ = a.run(a.engine(a.ed25519_sealer()), message, arc=arc)
+    decision, _ = a.run(a.engine(a.ed25519_sealer(), a.zone_with(rsa_hop)), message)
     assert a.tags(decision, "ARC-Seal")["a"] == "ed25519-sha256"
     delivered = a.deliver(message, decision)
     cv, results, reason = a.dkimpy_verify(delivered, ("forwarder.example", "ed", key), rsa_hop)

@@ -85,6 +85,25 @@ def test_fifty_sets_through_the_engine_add_nothing() -> None:
     assert ("arc_seal", "chain-limit") in decision.log
 
 
+@pytest.mark.parametrize("count", [50, 51])
+def test_long_chains_verified_by_the_engine_add_nothing(count: int) -> None:
+    message = b"".join(h.raw() for h in fake_sets(count)) + signed_message()
+    decision, results = a.run(a.engine(a.sealer()), message)
+    assert results is not None and results.arc is not None
+    assert results.arc.result == Result.FAIL  # bogus signatures, or too many sets
+    assert a.arc_names(decision) == []
+    assert ("arc_seal", "chain-limit") in decision.log
+
+
+def test_trusted_mail_with_a_chain_is_not_sealed() -> None:
+    # the verifier does not run for our own users' mail: its cv= would be a guess
+    eng = a.engine(a.sealer(), trust={"internal_hosts": ["192.0.2.0/24"]})
+    message = b"".join(h.raw() for h in fake_sets(1)) + simple_message()
+    decision, _ = a.run(eng, message)
+    assert a.arc_names(decision) == []
+    assert ("arc_seal", "chain-not-verified") in decision.log
+
+
 # ---------------------------------------------------------------------- when we seal
 
 

@@ -160,6 +160,8 @@ class _Checker:
         tags = s.ams_tags
         _common(tags, AMS_TAGS, self.now)
         signed = [n.lower() for n in _H_SPLIT.split(tags[b"h"].strip())]
+        if b"from" not in signed:
+            raise _Invalid(Result.FAIL, "From not signed (RFC 6376 6.1.1)")
         if b"arc-seal" in signed:
             raise _Invalid(Result.FAIL, "h= signs ARC-Seal (RFC 8617 4.1.2)")
         if len(signed) > MAX_SIGNED_FIELDS:
