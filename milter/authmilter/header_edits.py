@@ -126,7 +126,7 @@ def seal(
     Only a message that leaves with our edits (accepted or held) from a session that
     ``arc.seal_daemon_names`` allows. The AAR carries the A-R this decision adds (outbound
     mail without one: the A-R ``trust.auth_results = "anonymous"`` would add); the AMS signs
-    the header as it leaves us. The log line says ``arc_seal=i=N`` or why nothing was sealed.
+    the header as it leaves us. The log line says ``arc_seal=CV(i=N)`` or ``arc_seal=no(WHY)``.
     """
     if sealer is None or not decision.edits_applied or not sealer.applies(tx.envelope.daemon_name):
         return decision
@@ -136,7 +136,7 @@ def seal(
         digest = hash_body(tx.body, [BODY_SPEC])[0]
     skip = status.skip or ("no-body-hash" if digest is None else "")
     if skip or digest is None:
-        return dataclasses.replace(decision, log=(*decision.log, ("arc_seal", skip)))
+        return dataclasses.replace(decision, log=(*decision.log, ("arc_seal", f"no({skip})")))
     ours = [e.value for e in decision.add_headers if e.name == headers.AR_NAME and e.value]
     ar = (
         ours[0]
@@ -147,7 +147,7 @@ def seal(
     fields = sealer.seal(leaving_headers(tx, decision), digest.digest, status, ar, timestamp)
     # inserted one by one at the top: the last one (ARC-Seal) ends up first
     edits = tuple(HeaderEdit(n, v.replace("\r\n", "\n"), 0) for n, v in reversed(fields))
-    log = ("arc_seal", f"i={status.instance},cv={status.cv}")
+    log = ("arc_seal", f"{status.cv}(i={status.instance})")
     return dataclasses.replace(
         decision, add_headers=(*decision.add_headers, *edits), log=(*decision.log, log)
     )

@@ -7,7 +7,8 @@ A set is three fields, added at the top in this order from the top down: ``ARC-S
   for this message.
 * ``ARC-Message-Signature`` (4.1.2): a DKIM signature with ``i=`` instead of ``v=``, always
   relaxed/relaxed, over the header fields of the message as it leaves us (our own edits
-  applied); never over ARC fields or Authentication-Results; DKIM-Signature fields are signed.
+  applied); never over ARC fields; by default DKIM-Signature fields are signed and
+  Authentication-Results are not.
 * ``ARC-Seal`` (4.1.3, 5.1.1): ``i=``, ``cv=``, ``a=``, ``d=``, ``s=``, ``t=``, ``b=``, over
   every set 1..N in instance order, each as AAR, AMS, AS, relaxed, the new seal's ``b=``
   empty. With ``cv=fail`` it covers only the new set (5.1.2: "as if this newest ARC Set was
