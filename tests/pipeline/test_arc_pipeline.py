@@ -14,6 +14,7 @@ from authmilter.cli import main
 from authmilter.decision import Action
 from authmilter.model import Envelope, parse_message
 from authmilter.results import Result
+from tests.pipeline.test_hostile_input import parse_ar
 from tests.support.arcchains import (
     LIST,
     LIST_IP,
@@ -24,7 +25,6 @@ from tests.support.arcchains import (
     three_hops,
     zone,
 )
-from tests.pipeline.test_hostile_input import parse_ar
 from tests.support.engines import example_zone, make_engine
 from tests.support.keys import new_rsa_key, simple_message
 from tests.support.zones import zone_text
