@@ -52,7 +52,7 @@ def test_list_mail_is_rejected_without_the_sealer_in_the_trust_list(
     authmilter_daemon: Callable[..., AuthmilterDaemon],
     postfix: Callable[..., PostfixInstance],
 ) -> None:
-    code, text, daemon, pf = _send(list_world, smtp_sink, authmilter_daemon, postfix, [])
+    code, text, daemon, _pf = _send(list_world, smtp_sink, authmilter_daemon, postfix, [])
     assert code == 550 and text.startswith("5.7.26"), (code, text, daemon.log())
     assert smtp_sink.messages == []
     assert "arc=pass(i=1 d=lists.example.org)" in daemon.log()

@@ -137,3 +137,17 @@ def add_list(resolver: StaticResolver, hop: Hop = LIST) -> StaticResolver:
     resolver.add(name, rdtype, values[0])
     resolver.add(hop.domain, "TXT", f"v=spf1 ip4:{LIST_IP} -all")
     return resolver
+
+
+def fake_sets(count: int) -> bytes:
+    """``count`` well-formed ARC sets whose signatures are junk (for the caps)."""
+    fields = []
+    for i in range(count, 0, -1):
+        cv = "none" if i == 1 else "pass"
+        fields.append(f"ARC-Seal: i={i}; cv={cv}; a=rsa-sha256; d=x.example; s=s; b=AAAA\n")
+        fields.append(
+            f"ARC-Message-Signature: i={i}; a=rsa-sha256; d=x.example; s=s; h=from;"
+            " bh=AAAA; b=AAAA\n"
+        )
+        fields.append(f"ARC-Authentication-Results: i={i}; x.example; spf=pass\n")
+    return "".join(fields).encode() + simple_message()
