@@ -303,8 +303,6 @@ def _dmarc_atoms(
         notes.append(f"dis={Disposition(disposition).value}")
     if dmarc.testing:
         notes.append("t=y")
-    if override:
-        notes.append(f"overridden: {override}")
     # header.from last: a quoted value is only read back by authres as the last property.
     props = [
         ("policy.dmarc", Disposition(dmarc.policy).value if known_policy else ""),
@@ -312,6 +310,8 @@ def _dmarc_atoms(
     ]
     reason = dmarc.reason if dmarc.result != Result.PASS else ""
     atoms = _resinfo("dmarc", Result(dmarc.result).value, " ".join(notes), reason, props)
+    if override:  # why the policy was not applied: a comment after the properties
+        atoms.extend(_split_comment(render_comment(f"overridden: {override}")))
     # From warnings, outside DMARC but about header.from: a comment of fixed words each, last
     # (authres reads no reason after a second comment), so that no value of the message is in it
     for w in warnings:

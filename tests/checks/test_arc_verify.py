@@ -17,7 +17,16 @@ from authmilter.checks.dkim_body import BodyHasher
 from authmilter.model import Transaction, parse_message
 from authmilter.results import Result
 from authmilter.staticresolver import StaticResolver
-from tests.support.arcchains import Hop, chain, crlf, dkimpy_verify, seal, three_hops, zone
+from tests.support.arcchains import (
+    Hop,
+    chain,
+    crlf,
+    dkimpy_verify,
+    fake_sets,
+    seal,
+    three_hops,
+    zone,
+)
 from tests.support.keys import simple_message
 
 HOPS = three_hops()
@@ -168,28 +177,15 @@ def test_first_seal_must_say_cv_none() -> None:
     )
 
 
-def _fake_sets(count: int) -> bytes:
-    fields = []
-    for i in range(count, 0, -1):
-        cv = "none" if i == 1 else "pass"
-        fields.append(f"ARC-Seal: i={i}; cv={cv}; a=rsa-sha256; d=x.example; s=s; b=AAAA\n")
-        fields.append(
-            f"ARC-Message-Signature: i={i}; a=rsa-sha256; d=x.example; s=s; h=from;"
-            " bh=AAAA; b=AAAA\n"
-        )
-        fields.append(f"ARC-Authentication-Results: i={i}; x.example; spf=pass\n")
-    return "".join(fields).encode() + simple_message()
-
-
 def test_a_chain_of_51_sets_fails_without_dns() -> None:
     resolver = StaticResolver({}, temperror=["*.example"])  # any lookup would be a temperror
-    result = verify_arc(streamed(_fake_sets(51)), resolver)
+    result = verify_arc(streamed(fake_sets(51)), resolver)
     assert (result.result, result.reason) == (Result.FAIL, "more than 50 ARC sets")
-    assert verify_arc(streamed(_fake_sets(3)), resolver).result is Result.TEMPERROR
+    assert verify_arc(streamed(fake_sets(3)), resolver).result is Result.TEMPERROR
 
 
 def test_instance_above_50_fails() -> None:
-    bad = _fake_sets(1).replace(b"i=1;", b"i=51;")
+    bad = fake_sets(1).replace(b"i=1;", b"i=51;")
     result = verify_arc(streamed(bad), StaticResolver({}))
     assert (result.result, result.reason) == (Result.FAIL, "more than 50 ARC sets")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import dkim
 
 from authmilter.staticresolver import StaticResolver
-from tests.support.keys import DkimKey, new_rsa_key, shared_rsa_key
+from tests.support.keys import DkimKey, new_rsa_key, shared_rsa_key, sign, simple_message
 
 TIMESTAMP = 1_796_000_000  # 2026-11-30: fixed, so that built chains are reproducible
 
@@ -104,3 +104,50 @@ def dkimpy_verify(message: bytes, resolver: StaticResolver) -> tuple[str, str]:
 
     cv, _, reason = dkim.arc_verify(crlf(message), dnsfunc=txt)
     return (cv.decode() if cv else "none"), reason
+
+
+# A mailing list: it received alice@example.com's DKIM-signed message (example.com has
+# p=reject), checked it (its A-R says so), tagged the Subject, added a footer (breaking the
+# DKIM signature) and sealed the result; then it sends from its own address and host.
+LIST = Hop(
+    "lists.example.org",
+    "arc",
+    results=(
+        "spf=pass smtp.mailfrom=alice@example.com;"
+        " dkim=pass header.d=example.com header.s=rsa;"
+        " dmarc=pass header.from=example.com"
+    ),
+)
+LIST_IP = "198.51.100.20"
+LIST_SENDER = "list-bounces@lists.example.org"
+
+
+def list_forwarded(hop: Hop = LIST) -> bytes:
+    """A list-forwarded message from example.com whose DKIM signature the list broke."""
+    original = sign(simple_message(), "example.com", "rsa")
+    modified = original.replace(b"Subject: test", b"Subject: [list] test").replace(
+        b"Hello.", b"Hello.\r\n-- \r\nlist footer"
+    )
+    return seal(modified, hop)
+
+
+def add_list(resolver: StaticResolver, hop: Hop = LIST) -> StaticResolver:
+    """``resolver`` with the list's seal key and SPF record."""
+    (name, rdtype), values = hop.record
+    resolver.add(name, rdtype, values[0])
+    resolver.add(hop.domain, "TXT", f"v=spf1 ip4:{LIST_IP} -all")
+    return resolver
+
+
+def fake_sets(count: int) -> bytes:
+    """``count`` well-formed ARC sets whose signatures are junk (for the caps)."""
+    fields = []
+    for i in range(count, 0, -1):
+        cv = "none" if i == 1 else "pass"
+        fields.append(f"ARC-Seal: i={i}; cv={cv}; a=rsa-sha256; d=x.example; s=s; b=AAAA\n")
+        fields.append(
+            f"ARC-Message-Signature: i={i}; a=rsa-sha256; d=x.example; s=s; h=from;"
+            " bh=AAAA; b=AAAA\n"
+        )
+        fields.append(f"ARC-Authentication-Results: i={i}; x.example; spf=pass\n")
+    return "".join(fields).encode() + simple_message()

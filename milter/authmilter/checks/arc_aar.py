@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import authres
 
-from authmilter.checks.arc_chain import AAR, ArcSet, ChainError, collect
+from authmilter.checks.arc_chain import ArcSet, ChainError, collect
 from authmilter.idn import a_label
 from authmilter.model import HeaderField
 
@@ -45,7 +45,7 @@ def vouches_for_dmarc(aar: HeaderField, from_domain: str, org_domain: str) -> bo
         return False
     payload = aar.value[m.end() :].replace(b"\r\n", b"").decode("utf-8", "replace")
     try:
-        header = authres.AuthenticationResultsHeader.parse(f"{AAR}: {payload}")
+        header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {payload}")
     except Exception:  # noqa: BLE001  (authres raises several kinds; none may pass)
         return False
     from_domain = from_domain.lower()
