@@ -213,6 +213,15 @@ def test_unsafe_key_names_arc_key_never_content(tmp_path: Path) -> None:
     assert "PRIVATE" not in text and shared_rsa_key().public_b64[:20] not in text
 
 
+def test_test_command_warns_about_an_unsafe_key(tmp_path: Path) -> None:
+    # authmilter test without milter.user: reported and used, as for signing keys
+    warnings: list[str] = []
+    cfg = from_dict(_config(key=str(_write_key(tmp_path, mode=0o644))))
+    eng = build_engine(cfg, example_zone(), warn_unsafe_keys=warnings.append)
+    assert eng.sealer is not None
+    assert len(warnings) == 1 and "arc.key" in warnings[0]
+
+
 def test_unreadable_key_content_is_never_quoted(tmp_path: Path) -> None:
     path = tmp_path / "arc.key"
     path.write_text("secret-ish not a key\n")

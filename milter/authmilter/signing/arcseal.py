@@ -148,8 +148,9 @@ class Sealer:
         if bad:
             raise ConfigError(f"arc.signed_headers: {bad[0]!r} may not be signed (RFC 8617)")
         path = str(Path(config_dir) / cfg.key)
+        named = None if warn is None else (lambda text: warn(f"{text} (arc.key)"))
         try:
-            key = load_key_file(path, require_safe=require_safe, identity=identity, warn=warn)
+            key = load_key_file(path, require_safe=require_safe, identity=identity, warn=named)
         except ConfigError as exc:
             raise ConfigError(f"{exc} (arc.key)") from None
         return cls(cfg.domain, cfg.selector, key, cfg.signed_headers, cfg.seal_daemon_names)
