@@ -22,7 +22,7 @@ from authmilter.config import DEFAULT_PATH, load
 from authmilter.decision import Decision
 from authmilter.errors import AuthmilterError, UsageError
 from authmilter.model import IPAddress, Transaction, parse_message
-from authmilter.results import AuthResults
+from authmilter.results import ArcResult, AuthResults
 
 if TYPE_CHECKING:
     from authmilter.session import Session
@@ -492,7 +492,9 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
             "org_domain": dmarc.org_domain,
             "testing": dmarc.testing,
             "reason": dmarc.reason,
+            "override": decision.dmarc_override,
         },
+        "arc": _arc_report(results.arc if results else None),
         "from_warnings": [
             {"kind": w.kind.value, "domain": w.domain, "shown": w.shown}
             for w in (results.from_warnings if results else ())
@@ -505,6 +507,33 @@ def _report(decision: Decision, results: AuthResults | None, line: str) -> dict[
         },
         "why": decision.why,
         "log": line,
+    }
+
+
+def _arc_report(arc: ArcResult | None) -> dict[str, Any]:
+    """The ``arc`` object, for every message (result "none" when there is no chain)."""
+    if arc is None:  # arc.verify off, or our own mail
+        return {
+            "result": "none",
+            "chain": 0,
+            "oldest_pass": None,
+            "sealers": [],
+            "reason": "not checked",
+        }
+    return {
+        "result": arc.result.value,
+        "chain": arc.chain,
+        "oldest_pass": arc.oldest_pass,
+        "sealers": [
+            {
+                "instance": s.instance,
+                "domain": s.domain,
+                "selector": s.selector,
+                "result": s.result.value,
+            }
+            for s in arc.sealers
+        ],
+        "reason": arc.reason,
     }
 
 

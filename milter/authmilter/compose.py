@@ -20,6 +20,7 @@ from authmilter.reports.failure import FailureReporter
 from authmilter.reports.recorder import HistoryRecorder
 from authmilter.reports.relay import Relay
 from authmilter.reports.store import open_store
+from authmilter.signing.arcseal import Sealer
 from authmilter.signing.keys import Identity
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.signer import Signer
@@ -72,7 +73,8 @@ def build_engine(
     warn_unsafe_keys: Callable[[str], None] | None = None,
     check_published: bool = True,
 ) -> Engine:
-    """One engine (ConfigError on trouble): PSL, signing keys, login map, authserv-id.
+    """One engine (ConfigError on trouble): PSL, signing keys, ARC sealing key, login map,
+    authserv-id.
 
     ``warn_unsafe_keys`` is for commands that never run as the daemon (``test``): when
     ``milter.user`` is not set, a key file unsafe for the current user is reported there
@@ -91,6 +93,16 @@ def build_engine(
         owner = key_owner(cfg)
         warn = None if owner.configured else warn_unsafe_keys
         signer = Signer.from_config(cfg.signing, str(config_dir), identity=owner, warn=warn)
+    sealer = None
+    if cfg.arc.seal:
+        seal_owner = key_owner(cfg)
+        sealer = Sealer.from_config(
+            cfg.arc,
+            str(config_dir),
+            require_safe=cfg.signing.require_safe_keys,
+            identity=seal_owner,
+            warn=None if seal_owner.configured else warn_unsafe_keys,
+        )
     login_map = None
     if cfg.signing.sender_login_map:
         login_map = LoginMap.load(config_dir / cfg.signing.sender_login_map)
@@ -101,6 +113,7 @@ def build_engine(
         signer=signer,
         psl=psl,
         login_map=login_map,
+        sealer=sealer,
         authserv_id=cfg.milter.effective_authserv_id(),
         # key records are asked for afresh: the answer cache outlives a reload, and a record
         # published just before it must not wait for a cached NXDOMAIN to expire

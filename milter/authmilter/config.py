@@ -57,6 +57,15 @@ def _cidrs(values: Any) -> str | None:
     return None
 
 
+def _domain_names(values: Any) -> str | None:
+    from authmilter.idn import normalise_domain  # noqa: PLC0415
+
+    for v in values:
+        if not isinstance(v, str) or normalise_domain(v.rstrip(".")) is None:
+            return f"{v!r} is not a domain name"
+    return None
+
+
 def _nameservers(values: Any) -> str | None:
     from authmilter.dnsresolver import parse_nameserver  # noqa: PLC0415 (avoid import cycle)
 
@@ -353,13 +362,19 @@ class ArcConfig:
 
     verify: bool = True  # arc= in Authentication-Results
     # sealers (d= of the newest ARC-Seal) whose vouching for DMARC may lift a reject/quarantine
-    trusted_sealers: tuple[str, ...] = ()
+    trusted_sealers: tuple[str, ...] = field(default=(), metadata=_check(_domain_names))
     seal: bool = False
     domain: str = ""  # d= of our seals
     selector: str = ""  # s= of our seals
     key: str = ""  # the sealing key file (the signing keys' permission rules apply)
     signed_headers: tuple[str, ...] = ()  # ARC-Message-Signature h=; empty = a built-in list
     seal_daemon_names: tuple[str, ...] = ()  # empty = seal every accepted message
+
+    def trusted_sealer_names(self) -> frozenset[str]:
+        """``trusted_sealers`` as lower-case A-labels without a final dot (checked at load)."""
+        from authmilter.idn import normalise_domain  # noqa: PLC0415
+
+        return frozenset(n for d in self.trusted_sealers if (n := normalise_domain(d.rstrip("."))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,20 @@ stages in SMTP order:
    configured);
 3. end of headers: :meth:`Engine.body_specs` (the body hashes to stream);
 4. end of message: :meth:`Engine.evaluate`: :meth:`Engine.authenticate` (the checks), then
-   the inbound policy or the outbound rules, then the header edits.
+   the inbound policy or the outbound rules, then the header edits (and an ARC seal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from authmilter import header_edits, outbound, policy
+from authmilter.checks.arc_aar import newest_aar, vouches_for_dmarc
+from authmilter.checks.arc_chain import arc_body_specs
+from authmilter.checks.arc_verify import verify_arc
 from authmilter.checks.dkim_body import BodySpec, body_specs
 from authmilter.checks.dkim_verify import verify_dkim
 from authmilter.checks.dmarc import evaluate_dmarc
@@ -32,7 +36,17 @@ from authmilter.decision import Decision
 from authmilter.dnsresolver import Resolver
 from authmilter.model import Envelope, HeaderField, Transaction
 from authmilter.psl import PublicSuffixList
-from authmilter.results import AuthResults, IprevResult, SpfResult
+from authmilter.results import (
+    ArcResult,
+    AuthResults,
+    DmarcResult,
+    FromField,
+    IprevResult,
+    Result,
+    SpfResult,
+)
+from authmilter.signing.arcseal import BODY_SPEC as ARC_SEAL_SPEC
+from authmilter.signing.arcseal import Sealer
 from authmilter.signing.loginmap import LoginMap
 from authmilter.signing.publication import KeyPublication
 from authmilter.signing.signer import Signer
@@ -66,6 +80,7 @@ class Engine:
     publication_resolver: Resolver | None = None
     # told about every decided message (the daemon's history recorder); ``test`` has none
     observers: tuple[MessageObserver, ...] = ()
+    sealer: Sealer | None = None  # [arc] seal = true: adds an ARC set (header_edits.seal)
     trust: TrustPolicy = field(init=False, repr=False)
     # which keys may sign now (signing.require_published_key): the engine's one runtime state
     publication: KeyPublication | None = field(init=False, repr=False)
@@ -110,12 +125,17 @@ class Engine:
 
     def body_specs(self, env: Envelope, headers: Sequence[HeaderField]) -> frozenset[BodySpec]:
         """The body hashes this message will need, so that the body can stream."""
+        sealing = self.sealer is not None and self.sealer.applies(env.daemon_name)
+        seal = frozenset([ARC_SEAL_SPEC]) if sealing else frozenset()
         if self.classify(env):
             signer = self.active_signer
-            return frozenset([signer.body_spec]) if signer is not None else frozenset()
-        if not self.config.dkim.verify:
-            return frozenset()
-        return body_specs(headers, self.config.dkim.max_signatures)
+            return seal | (frozenset([signer.body_spec]) if signer is not None else frozenset())
+        specs = seal
+        if self.config.dkim.verify:
+            specs |= body_specs(headers, self.config.dkim.max_signatures)
+        if self.config.arc.verify:
+            specs |= arc_body_specs(headers)
+        return specs
 
     def evaluate(
         self, tx: Transaction, spf: SpfResult | None = None, iprev: IprevResult | None = None
@@ -131,7 +151,7 @@ class Engine:
                 self.active_signer,
                 self.publication,
             )
-            return results, header_edits.outbound(
+            decision = header_edits.outbound(
                 decision,
                 tx,
                 results,
@@ -139,8 +159,10 @@ class Engine:
                 signatures,
                 auth_results=self.config.trust.auth_results,
             )
-        decision = policy.decide(results, self.config)
-        return results, header_edits.inbound(decision, tx, results, self.authserv_id, self.config)
+        else:
+            decision = policy.decide(results, self.config)
+            decision = header_edits.inbound(decision, tx, results, self.authserv_id, self.config)
+        return results, header_edits.seal(decision, tx, results, self.sealer, self.authserv_id)
 
     # ------------------------------------------------------------------ the checks
 
@@ -178,6 +200,7 @@ class Engine:
                 null_sender=not env.mail_from,
             )
         warnings = check_from_display(tx, self.psl) if cfg.from_.display_name_check != "off" else ()
+        arc = self.check_arc(tx, from_field, dmarc) if cfg.arc.verify else None
         return AuthResults(
             spf=spf,
             helo_spf=helo_spf,
@@ -186,7 +209,23 @@ class Engine:
             from_field=from_field,
             from_warnings=warnings,
             iprev=iprev,
+            arc=arc,
         )
+
+    def check_arc(
+        self, tx: Transaction, from_field: FromField, dmarc: DmarcResult | None
+    ) -> ArcResult:
+        """The ARC chain (RFC 8617); the newest AAR is read only when its sealer is trusted."""
+        arc = verify_arc(tx, self.resolver, self.config.dkim.min_key_bits)
+        if arc.result != Result.PASS or not arc.sealers:
+            return arc
+        if arc.sealers[0].domain not in self.config.arc.trusted_sealer_names():
+            return arc
+        aar = newest_aar(tx.headers)
+        org = dmarc.org_domain if dmarc is not None else ""
+        if aar is not None and vouches_for_dmarc(aar, from_field.domain, org):
+            return dataclasses.replace(arc, newest_vouches_dmarc=True)
+        return arc
 
     @property
     def active_signer(self) -> Signer | None:

@@ -11,13 +11,16 @@ only when ``trust.auth_results`` asks for one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable
 
 from authmilter import headers
+from authmilter.checks.dkim_body import hash_body
 from authmilter.config import Config
 from authmilter.decision import Action, Decision, HeaderEdit
-from authmilter.model import Transaction
+from authmilter.model import HeaderField, Transaction
 from authmilter.results import AuthResults, Disposition, Result
+from authmilter.signing.arcseal import BODY_SPEC, Sealer, chain_status
 
 
 def forged_removals(tx: Transaction, authserv_id: str) -> tuple[HeaderEdit, ...]:
@@ -45,6 +48,14 @@ def disposition(decision: Decision, results: AuthResults) -> Disposition | None:
     return Disposition.NONE
 
 
+def override_note(decision: Decision, results: AuthResults) -> str:
+    """Why DMARC's policy was not applied, for the A-R's dmarc comment ("" when it was)."""
+    if decision.dmarc_override != "trusted_forwarder" or results.arc is None:
+        return ""
+    sealer = results.arc.sealers[0].domain if results.arc.sealers else ""
+    return f"trusted ARC sealer {sealer}"
+
+
 def inbound(
     decision: Decision, tx: Transaction, results: AuthResults, authserv_id: str, cfg: Config
 ) -> Decision:
@@ -52,7 +63,11 @@ def inbound(
     if not decision.edits_applied:
         return decision
     ar = headers.render_authentication_results(
-        authserv_id, results, tx.envelope, disposition=disposition(decision, results)
+        authserv_id,
+        results,
+        tx.envelope,
+        disposition=disposition(decision, results),
+        dmarc_override=override_note(decision, results),
     )
     adds = [HeaderEdit(headers.AR_NAME, ar, 0)]
     if results.spf is not None and cfg.spf.received_spf_header:
@@ -95,3 +110,58 @@ def outbound(
     return dataclasses.replace(
         decision, add_headers=adds, remove_headers=forged_removals(tx, authserv_id)
     )
+
+
+def seal(
+    decision: Decision,
+    tx: Transaction,
+    results: AuthResults,
+    sealer: Sealer | None,
+    authserv_id: str,
+    *,
+    now: int | None = None,
+) -> Decision:
+    """The decision with an ARC set on top, when it is sealed (RFC 8617 5.1).
+
+    Only a message that leaves with our edits (accepted or held) from a session that
+    ``arc.seal_daemon_names`` allows. The AAR carries the A-R this decision adds (outbound
+    mail without one: the A-R ``trust.auth_results = "anonymous"`` would add); the AMS signs
+    the header as it leaves us. The log line says ``arc_seal=CV(i=N)`` or ``arc_seal=no(WHY)``.
+    """
+    if sealer is None or not decision.edits_applied or not sealer.applies(tx.envelope.daemon_name):
+        return decision
+    status = chain_status(tx.headers, results.arc)
+    digest = tx.digest_for(*BODY_SPEC)
+    if digest is None and tx.body_kept:
+        digest = hash_body(tx.body, [BODY_SPEC])[0]
+    skip = status.skip or ("no-body-hash" if digest is None else "")
+    if skip or digest is None:
+        return dataclasses.replace(decision, log=(*decision.log, ("arc_seal", f"no({skip})")))
+    ours = [e.value for e in decision.add_headers if e.name == headers.AR_NAME and e.value]
+    ar = (
+        ours[0]
+        if ours
+        else headers.render_authentication_results(authserv_id, results, tx.envelope)
+    )
+    timestamp = int(time.time()) if now is None else now
+    fields = sealer.seal(leaving_headers(tx, decision), digest.digest, status, ar, timestamp)
+    # inserted one by one at the top: the last one (ARC-Seal) ends up first
+    edits = tuple(HeaderEdit(n, v.replace("\r\n", "\n"), 0) for n, v in reversed(fields))
+    log = ("arc_seal", f"{status.cv}(i={status.instance})")
+    return dataclasses.replace(
+        decision, add_headers=(*decision.add_headers, *edits), log=(*decision.log, log)
+    )
+
+
+def leaving_headers(tx: Transaction, decision: Decision) -> list[HeaderField]:
+    """The header fields as the MTA will pass the message on: removals, then insertions."""
+    fields = list(tx.headers)
+    for edit in decision.remove_headers:  # highest index of a name first
+        at = [i for i, f in enumerate(fields) if f.is_named(edit.name)]
+        if 0 < edit.index <= len(at):
+            del fields[at[edit.index - 1]]
+    for edit in decision.add_headers:
+        if edit.value is not None:
+            value = b" " + edit.value.replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+            fields.insert(min(edit.index, len(fields)), HeaderField(edit.name, value))
+    return fields

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 
 from authmilter.model import Envelope, HeaderField
 from authmilter.results import (
+    ArcResult,
     AuthResults,
     Disposition,
     DkimResult,
@@ -272,8 +273,27 @@ def _dkim_atoms(sig: DkimResult) -> list[str]:
     return _resinfo("dkim", Result(sig.result).value, ", ".join(notes), reason, props)
 
 
+def _arc_atoms(arc: ArcResult, envelope: Envelope) -> list[str]:
+    """``arc=RESULT [reason] [header.oldest-pass=N] smtp.remote-ip=IP`` (RFC 8617 section 10).
+
+    oldest-pass only for a passing chain in which an older AMS no longer validates (N > 0);
+    the reason is the verifier's fixed words, never the message's.
+    """
+    props = []
+    if arc.result == Result.PASS and arc.oldest_pass:
+        props.append(("header.oldest-pass", str(arc.oldest_pass)))
+    if envelope.client_ip is not None:
+        props.append(("smtp.remote-ip", render_value(str(envelope.client_ip))))
+    comment = f"{arc.chain} sets" if arc.chain and arc.result == Result.PASS else ""
+    reason = arc.reason if arc.result != Result.PASS else ""
+    return _resinfo("arc", Result(arc.result).value, comment, reason, props)
+
+
 def _dmarc_atoms(
-    dmarc: DmarcResult, disposition: Disposition | None, warnings: Sequence[FromWarning]
+    dmarc: DmarcResult,
+    disposition: Disposition | None,
+    warnings: Sequence[FromWarning],
+    override: str = "",
 ) -> list[str]:
     notes = []
     known_policy = dmarc.result in (Result.PASS, Result.FAIL)
@@ -290,6 +310,8 @@ def _dmarc_atoms(
     ]
     reason = dmarc.reason if dmarc.result != Result.PASS else ""
     atoms = _resinfo("dmarc", Result(dmarc.result).value, " ".join(notes), reason, props)
+    if override:  # why the policy was not applied: a comment after the properties
+        atoms.extend(_split_comment(render_comment(f"overridden: {override}")))
     # From warnings, outside DMARC but about header.from: a comment of fixed words each, last
     # (authres reads no reason after a second comment), so that no value of the message is in it
     for w in warnings:
@@ -304,6 +326,7 @@ def render_authentication_results(
     *,
     disposition: Disposition | None = None,
     login: bool = False,
+    dmarc_override: str = "",
 ) -> str:
     """The value of one Authentication-Results field (RFC 8601 section 2.2), folded.
 
@@ -311,7 +334,9 @@ def render_authentication_results(
     ``smtp.auth=<user>``), iprev, spf, spf for HELO, every dkim signature in order, dmarc;
     ``<id>; none`` when there is nothing. ``disposition`` (what local policy did) adds
     ``dis=`` to the dmarc comment when given; each From warning adds a comment at the end
-    of the dmarc result.
+    of the dmarc result. ``arc`` comes before ``dmarc`` when the message has ARC fields;
+    ``dmarc_override`` (fixed words and a configured domain) says in the dmarc comment why
+    its policy was not applied.
     """
     groups: list[list[str]] = []
     if results.trusted == Trust.AUTHENTICATED:
@@ -325,8 +350,12 @@ def render_authentication_results(
     if results.helo_spf is not None:
         groups.append(_spf_atoms(results.helo_spf, envelope))
     groups.extend(_dkim_atoms(sig) for sig in results.dkim)
+    if results.arc is not None and results.arc.result != Result.NONE:
+        groups.append(_arc_atoms(results.arc, envelope))
     if results.dmarc is not None:
-        groups.append(_dmarc_atoms(results.dmarc, disposition, results.from_warnings))
+        groups.append(
+            _dmarc_atoms(results.dmarc, disposition, results.from_warnings, dmarc_override)
+        )
     head = render_value(authserv_id.strip()) + ";"
     start = len(AR_NAME) + 2
     if not groups:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from authmilter.decision import Decision
 from authmilter.model import Envelope
-from authmilter.results import AuthResults, FromStatus
+from authmilter.results import AuthResults, FromStatus, Result
 
 MAX_VALUE = 200  # characters of one untrusted value in the log
 
@@ -42,6 +42,10 @@ def result_pairs(results: AuthResults) -> tuple[tuple[str, str], ...]:
         )
     elif results.from_field is not None and results.from_field.status != FromStatus.OK:
         out.append(("from", results.from_field.status.value))
+    if results.arc is not None and results.arc.result != Result.NONE:
+        arc = results.arc
+        sealer = f"(i={arc.chain} d={safe(arc.sealers[0].domain)})" if arc.sealers else ""
+        out.append(("arc", f"{arc.result.value}{sealer}"))
     for w in results.from_warnings:
         shown = f" shows={safe(w.shown)}" if w.shown else ""
         out.append(("from_warning", f"{w.kind.value}(from={safe(w.domain)}{shown})"))

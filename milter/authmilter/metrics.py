@@ -112,6 +112,12 @@ METRICS: tuple[Metric, ...] = (
         ("result", "policy"),
     ),
     Metric(
+        "authmilter_arc_results_total",
+        "counter",
+        "ARC chains validated (RFC 8617), by result (none: no chain)",
+        ("result",),
+    ),
+    Metric(
         "authmilter_from_warnings_total",
         "counter",
         "From fields showing another organization's address, by kind",
@@ -194,7 +200,6 @@ METRICS: tuple[Metric, ...] = (
         ("outcome",),
     ),
 )
-# Later, with its feature: ARC results (authmilter_arc_results_total{result}).
 HISTORY_OUTCOMES = ("stored", "dropped", "failed")
 FAILURE_OUTCOMES = (
     "sent",
@@ -270,6 +275,8 @@ def message(
     if results.dmarc is not None:
         dm = results.dmarc
         live("authmilter_dmarc_results_total", str(dm.result), str(dm.policy)).inc()
+    if results.arc is not None:
+        live("authmilter_arc_results_total", str(results.arc.result)).inc()
     for w in results.from_warnings:
         live("authmilter_from_warnings_total", str(w.kind)).inc()
 

@@ -71,7 +71,7 @@ def _verdict(results: AuthResults, cfg: Config) -> Decision:
     if dmarc is not None and cfg.dmarc.enabled:
         decision = _dmarc_decision(dmarc, cfg)
         if decision is not None:
-            return decision
+            return _trusted_forwarder(decision, results, cfg) or decision
     return _spf_decision(results, cfg) or ACCEPT
 
 
@@ -109,6 +109,29 @@ def _dmarc_decision(dmarc: DmarcResult, cfg: Config) -> Decision | None:
     ):
         return _quarantine(cfg, domain)
     return None
+
+
+def _trusted_forwarder(decision: Decision, results: AuthResults, cfg: Config) -> Decision | None:
+    """Accept a DMARC reject/quarantine that a trusted ARC sealer vouches for, else None.
+
+    Only when the chain passes, the newest set's sealer is in ``arc.trusted_sealers`` and
+    its ARC-Authentication-Results says DMARC (or aligned SPF/DKIM) passed at that hop
+    (``ArcResult.newest_vouches_dmarc``, read by the engine for trusted sealers only). The
+    DMARC result stays ``fail``: only what is done about it changes.
+    """
+    enforced = decision.action in (Action.REJECT, Action.QUARANTINE) or decision.mark_quarantine
+    arc = results.arc
+    if not enforced or arc is None or arc.result != Result.PASS or not arc.sealers:
+        return None
+    sealer = arc.sealers[0].domain
+    if not arc.newest_vouches_dmarc or sealer not in cfg.arc.trusted_sealer_names():
+        return None
+    return Decision(
+        Action.ACCEPT,
+        why=f"{decision.why}:overridden",
+        log=(("arc_override", sealer),),
+        dmarc_override="trusted_forwarder",
+    )
 
 
 def _could_enforce(dmarc: DmarcResult, cfg: Config) -> bool:

@@ -258,8 +258,7 @@ class Signer:
 
     def header_list(self, headers: Sequence[HeaderField]) -> list[str]:
         """``h=``: present fields from the sign list in message order, then the oversigned ones."""
-        names = [h.name for h in headers if h.name.lower() in self._sign_set]
-        return names + list(self._oversign)
+        return header_names(headers, self._sign_set, self._oversign)
 
     def _signature(
         self, tx: Transaction, sel: Selection, timestamp: int, body_hash: str, h_names: list[str]
@@ -284,33 +283,54 @@ class Signer:
 # ---------------------------------------------------------------------- helpers
 
 
+def header_names(
+    headers: Sequence[HeaderField], sign_set: Collection[str], oversign: Sequence[str]
+) -> list[str]:
+    """``h=``: the fields named in ``sign_set`` (lower-case) in message order, then ``oversign``."""
+    return [h.name for h in headers if h.name.lower() in sign_set] + list(oversign)
+
+
 def header_hash_input(
     header_canon: str,
     headers: Sequence[HeaderField],
     h_names: Sequence[str],
     signature_value: str,
+    field_name: str = SIGNATURE_FIELD,
 ) -> bytes:
     """RFC 6376 3.7: the canonicalised signed fields, then the signature field (b= empty).
 
     The same code the verifier uses (:class:`~authmilter.checks.dkim_header.CanonicalHeaders`),
     so what we sign is what we, and dkimpy, check. ``signature_value`` is the field value as
-    the MTA will store it, CRLF folded, without the leading space the MTA inserts.
+    the MTA will store it, CRLF folded, without the leading space the MTA inserts;
+    ``field_name`` is ``ARC-Message-Signature`` for ARC (RFC 8617 4.1.2: hashed like DKIM).
     """
-    field = HeaderField(SIGNATURE_FIELD, b" " + signature_value.encode("ascii"))
+    field = HeaderField(field_name, b" " + signature_value.encode("ascii"))
     h_value = ":".join(h_names).encode("ascii")
     return CanonicalHeaders(headers).signed_data(header_canon, h_value, field)
 
 
-def fold_signature(tags: list[tuple[str, str]], h_names: Sequence[str], body_hash: str) -> str:
+def fold_signature(
+    tags: list[tuple[str, str]],
+    h_names: Sequence[str],
+    body_hash: str,
+    field_name: str = SIGNATURE_FIELD,
+) -> str:
     """The field value up to and including ``b=``, folded at 78 columns with CRLF + TAB."""
-    pieces: list[tuple[str, str]] = [(" ", f"{k}={v};") for k, v in tags]
     h = [f"{n}:" for n in h_names]
     h[0] = "h=" + h[0]
     h[-1] = h[-1][:-1] + ";"
+    pieces = [(" ", f"{k}={v};") for k, v in tags]
     pieces += [(" " if i == 0 else "", part) for i, part in enumerate(h)]
-    pieces += [(" ", f"bh={body_hash};"), (" ", "b=")]
+    pieces += [(" ", f"bh={body_hash};")]
+    return fold_tags(pieces, field_name)
+
+
+def fold_tags(pieces: Sequence[tuple[str, str]], field_name: str) -> str:
+    """``pieces`` ((glue, text): glue is " " or "" before text) then `` b=``, folded at 78
+    columns with CRLF + TAB (the first line counted after ``field_name: ``)."""
+    pieces = [*pieces, (" ", "b=")]
     out = ""
-    col = len(SIGNATURE_FIELD) + 2
+    col = len(field_name) + 2
     for i, (glue, part) in enumerate(pieces):
         sep = "" if i == 0 else glue
         if i and col + len(sep) + len(part) > _MAX_LINE:
@@ -321,10 +341,10 @@ def fold_signature(tags: list[tuple[str, str]], h_names: Sequence[str], body_has
     return out
 
 
-def fold_b(prefix: str, b: str) -> str:
+def fold_b(prefix: str, b: str, field_name: str = SIGNATURE_FIELD) -> str:
     """The b= value, split so no line passes 78 columns (whitespace in b= is allowed)."""
     last = prefix.rsplit(_FOLD, 1)[-1]
-    col = (8 if _FOLD in prefix else len(SIGNATURE_FIELD) + 2) + len(last)
+    col = (8 if _FOLD in prefix else len(field_name) + 2) + len(last)
     room = max(_MAX_LINE - col, 0)
     chunks = [b[:room]] if room else [""]
     rest = b[room:]
