@@ -116,6 +116,7 @@ class _Checker:
     min_bits: int
     now: float
     keys: dict[str, bytes | KeyProblem] = field(default_factory=dict)
+    loaded: dict[tuple[bytes, bytes, bytes], PublicKey] = field(default_factory=dict)  # (d, s, a)
     canonical: dict[int, bytes] = field(default_factory=dict)  # id(field) -> relaxed + CRLF
     headers: CanonicalHeaders | None = None
     seal_bytes: int = 0  # header data hashed for the seals so far
@@ -173,9 +174,9 @@ class _Checker:
         if canon is None or spec is None:
             raise _Invalid(Result.FAIL, "invalid c= or l= value")
         digest = self.digest(spec)
-        key = self.key(tags)
-        if digest.digest != _b64(tags[b"bh"]):
+        if digest.digest != _b64(tags[b"bh"]):  # before the key: an altered body costs no DNS
             raise _Invalid(Result.FAIL, "body hash mismatch")
+        key = self.key(tags)
         if digest.length is not None and digest.length < digest.canonical_length:
             raise _Invalid(Result.FAIL, "l= signs only part of the body")
         if self.headers is None:
@@ -228,7 +229,14 @@ class _Checker:
         return found
 
     def key(self, tags: dict[bytes, bytes]) -> PublicKey:
-        """The signer's key, looked up once per name and message; raise _Invalid."""
+        """The signer's key, looked up and judged once per message; raise _Invalid."""
+        cache_key = (tags[b"d"], tags[b"s"], tags[b"a"])
+        found = self.loaded.get(cache_key)
+        if found is None:
+            found = self.loaded[cache_key] = self._key(tags)
+        return found
+
+    def _key(self, tags: dict[bytes, bytes]) -> PublicKey:
         domain, selector = a_label(_text(tags[b"d"])), a_label(_text(tags[b"s"]))
         name = f"{selector}._domainkey.{domain}"
         if not domain or not selector or len(name) > 253:
