@@ -13,7 +13,8 @@ memory, as a warm cache does):
 
 Also ``dkim`` with ``arc.verify = false`` (``dkim, arc off``): the cost of looking for a
 chain that is not there. Modes interleaved (in a rotated order each round), ``--messages``
-per round, the best round of each (``time.process_time`` of this process). The target: ``arc3`` at most 1.5x ``dkim``.
+per round, the best round of each (``time.process_time`` of this process). The target:
+``arc3`` at most 1.5x ``dkim``.
 """
 
 from __future__ import annotations
