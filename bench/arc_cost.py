@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter.config import from_dict
 from authmilter.engine import Engine
-from authmilter.model import parse_message
+from authmilter.model import Transaction, parse_message
 from authmilter.session import Session
 from authmilter.staticresolver import StaticResolver
 
@@ -91,13 +91,12 @@ def world() -> tuple[StaticResolver, dict[str, bytes]]:
     return StaticResolver(records), messages
 
 
-def _one(engine: Engine, raw: bytes, n: int) -> tuple[str, str]:
+def _one(engine: Engine, tx: Transaction, n: int) -> tuple[str, str]:
     session = Session(engine, str(n))
     session.connect("client.example", ipaddress.ip_address(IP), "")
     session.helo("mail.example.com")
     session.mail_from("<alice@example.com>", None, f"Q{n}")
     session.recipient("<bob@example.org>")
-    tx = parse_message(raw)
     for h in tx.headers:
         session.header(h.name, h.value)
     session.end_of_headers()
@@ -107,10 +106,10 @@ def _one(engine: Engine, raw: bytes, n: int) -> tuple[str, str]:
     return str(decision.action), arc
 
 
-def _round(engine: Engine, raw: bytes, count: int) -> float:
+def _round(engine: Engine, tx: Transaction, count: int) -> float:
     started = time.process_time()
     for n in range(count):
-        _one(engine, raw, n)
+        _one(engine, tx, n)
     return (time.process_time() - started) / count
 
 
@@ -125,22 +124,25 @@ def main() -> int:
         "on": Engine(from_dict(base), resolver),
         "off": Engine(from_dict({**base, "arc": {"verify": False}}), resolver),
     }
+    # parsed once, outside the measurement: the MTA hands the milter fields, not a message
+    parsed = {name: parse_message(raw) for name, raw in messages.items()}
     modes = {
-        "dkim": ("on", messages["dkim"]),
-        "dkim, arc off": ("off", messages["dkim"]),
-        "arc3": ("on", messages["arc3"]),
-        "dkim+arc3": ("on", messages["dkim+arc3"]),
+        "dkim": ("on", parsed["dkim"]),
+        "dkim, arc off": ("off", parsed["dkim"]),
+        "arc3": ("on", parsed["arc3"]),
+        "dkim+arc3": ("on", parsed["dkim+arc3"]),
     }
-    for name, (engine, raw) in modes.items():  # warm up, and check the verdicts
-        outcome = _one(engines[engine], raw, 0)
-        print(f"{name}: {len(raw)} bytes, action/arc = {outcome}")
+    for name, (engine, tx) in modes.items():  # warm up, and check the verdicts
+        outcome = _one(engines[engine], tx, 0)
+        size = len(tx.raw_message())
+        print(f"{name}: {size} bytes, {len(tx.headers)} fields, action/arc = {outcome}")
     best = {name: float("inf") for name in modes}
     order = list(modes)
     for r in range(args.rounds):
         for name in order[r % len(order) :] + order[: r % len(order)]:  # rotated each round
-            engine, raw = modes[name]
+            engine, tx = modes[name]
             gc.collect()
-            best[name] = min(best[name], _round(engines[engine], raw, args.messages))
+            best[name] = min(best[name], _round(engines[engine], tx, args.messages))
     print(f"\nbest of {args.rounds} rounds of {args.messages} messages, CPU ms per message:")
     for name, seconds in best.items():
         ratio = seconds / best["dkim"]
