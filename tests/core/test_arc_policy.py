@@ -116,6 +116,12 @@ def aar(text: str) -> HeaderField:
         (" lists.example.org; dmarc=pass header.from=example.com", False),  # no i=
         (" i=1; lists.example.org; dmarc=pass header.from=(", False),  # unparseable
         (" i=1; lists.example.org; dmarc=pass header.from=" + "a" * 20000, False),
+        # a result inside a comment is not a result
+        (" i=1; x; dmarc=fail (dmarc=pass header.from=example.com) header.from=example.com", False),
+        (" i=1; x (dmarc=pass header.from=example.com;); spf=none", False),
+        (' i=1; x; dmarc=fail reason="dmarc=pass header.from=example.com"', False),
+        (" i=1; x; dmarc/1=pass header.from=example.com", True),
+        (' i=1; x; dkim=pass header.d="example.com"', True),
     ],
 )
 def test_what_the_aar_must_say(value: str, vouches: bool) -> None:

@@ -4,7 +4,9 @@ Read only for a chain that passed and whose newest sealer the administrator trus
 AAR is then that sealer's own word. It vouches when it says ``dmarc=pass`` with ``header.from`` the
 From domain, or ``dkim=pass`` / ``spf=pass`` for a domain aligned with it (relaxed alignment:
 the organizational domain our DMARC evaluation found for the From domain, or below it).
-Parsed with ``authres`` (as dkimpy does); anything it cannot parse vouches for nothing.
+Parsed here (RFC 8601 section 2.2, leniently: comments dropped, ``;``-separated resinfos
+of ``method=result`` and ``ptype.property=value`` pairs); ``authres`` is a test dependency
+only. Anything that does not read as a result vouches for nothing.
 """
 
 from __future__ import annotations
@@ -12,18 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-import authres
-
 from authmilter.checks.arc_chain import ArcSet, ChainError, collect
 from authmilter.idn import a_label
 from authmilter.model import HeaderField
 
 _INSTANCE = re.compile(rb"\A[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*[0-9]{1,3}[ \t\r\n]*;")
 _WHAT = {  # the property that names the domain each method vouches for
-    "dmarc": ("header", "from"),
-    "dkim": ("header", "d"),
-    "spf": ("smtp", "mailfrom"),
+    "dmarc": "header.from",
+    "dkim": "header.d",
+    "spf": "smtp.mailfrom",
 }
+_PAIR = re.compile(r'([A-Za-z0-9_.\-/]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^\s;"]+)')
 MAX_AAR_BYTES = 16 * 1024  # a longer AAR is not parsed (vouches for nothing)
 
 
@@ -44,18 +45,12 @@ def vouches_for_dmarc(aar: HeaderField, from_domain: str, org_domain: str) -> bo
     if m is None:
         return False
     payload = aar.value[m.end() :].replace(b"\r\n", b"").decode("utf-8", "replace")
-    try:
-        header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {payload}")
-    except Exception:  # noqa: BLE001  (authres raises several kinds; none may pass)
-        return False
     from_domain = from_domain.lower()
     org = (org_domain or from_domain).lower()
-    for result in header.results:
-        if str(result.result).lower() != "pass":
+    for method, result, props in resinfos(payload):
+        if result != "pass":
             continue
-        method = str(result.method).lower()
-        props = {(p.type.lower(), p.name.lower()): str(p.value) for p in result.properties}
-        shown = props.get(_WHAT.get(method, ("", "")))
+        shown = props.get(_WHAT.get(method, ""))
         if not shown:
             continue
         if method == "dmarc" and _domain(shown) == from_domain:
@@ -63,6 +58,54 @@ def vouches_for_dmarc(aar: HeaderField, from_domain: str, org_domain: str) -> bo
         if method in ("dkim", "spf") and _aligned(shown, org):
             return True
     return False
+
+
+def resinfos(payload: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, result, {ptype.property: value}) of each resinfo after the authserv-id."""
+    out = []
+    for piece in _split(payload)[1:]:
+        pairs = _PAIR.findall(piece)
+        if not pairs:
+            continue
+        method = pairs[0][0].partition("/")[0].lower()
+        props = {k.lower(): v.strip('"') for k, v in pairs[1:] if "." in k}
+        out.append((method, pairs[0][1].lower(), props))
+    return out
+
+
+def _split(text: str) -> list[str]:
+    """``text`` without comments, cut at each ``;`` outside quotes (one linear pass)."""
+    pieces: list[str] = []
+    current: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for ch in text:
+        if escaped:
+            escaped = False
+            if not depth:
+                current.append(ch)
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+            if not depth:
+                current.append(ch)
+        elif quoted:
+            current.append(ch)
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif ch == '"':
+            quoted = True
+            current.append(ch)
+        elif ch == ";":
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    pieces.append("".join(current))
+    return pieces
 
 
 def _domain(value: str) -> str:

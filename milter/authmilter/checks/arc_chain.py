@@ -12,6 +12,7 @@ The sender writes every one of these fields: the work is bounded before anything
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,16 +45,21 @@ class ChainError(Exception):
         self.chain = chain
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ArcSet:
-    """One instance: its three fields and the parsed tags of the two signatures."""
+    """One instance: its three fields and the parsed tags of the seal (and of the AMS, when
+    asked for: only the AMSs that are validated are parsed in full)."""
 
     instance: int
     aar: HeaderField
     ams: HeaderField
     seal: HeaderField
-    ams_tags: dict[bytes, bytes]
     seal_tags: dict[bytes, bytes]
+
+    @functools.cached_property
+    def ams_tags(self) -> dict[bytes, bytes]:
+        """The AMS's tags; ChainError when its tag list is malformed."""
+        return _tags(AMS, self.ams)
 
     def fields(self) -> tuple[HeaderField, HeaderField, HeaderField]:
         """AAR, AMS, AS: the order the seals sign them in."""
@@ -110,7 +116,6 @@ def collect(headers: Sequence[HeaderField]) -> tuple[ArcSet, ...]:
                 aar=got[AAR][0],
                 ams=got[AMS][0],
                 seal=got[SEAL][0],
-                ams_tags=got[AMS][1],
                 seal_tags=got[SEAL][1],
             )
         )
@@ -118,20 +123,40 @@ def collect(headers: Sequence[HeaderField]) -> tuple[ArcSet, ...]:
 
 
 def _parse(kind: str, hf: HeaderField) -> tuple[int, dict[bytes, bytes]]:
-    """(instance, tags) of one ARC field; tags are {} for an AAR."""
+    """(instance, tags) of one ARC field; tags are {} for an AAR and an AMS (parsed later)."""
     if kind == AAR:
         m = _AAR_INSTANCE.match(hf.value)
         if m is None:
             raise ChainError(f"{AAR} without a valid i=")
         return _instance(m.group(1), kind), {}
+    if kind == AMS:
+        return _instance(_i_value(kind, hf.value), kind), {}
+    tags = _tags(kind, hf)
+    return _instance(_i_value(kind, tags.get(b"i", b"x"), whole=True), kind), tags
+
+
+def _tags(kind: str, hf: HeaderField) -> dict[bytes, bytes]:
     try:
-        tags = dkim.util.parse_tag_value(hf.value)
+        return dict(dkim.util.parse_tag_value(hf.value))
     except (dkim.util.InvalidTagValueList, ValueError):
         raise ChainError(f"{kind} has a malformed tag list") from None
-    m = _INSTANCE.match(tags.get(b"i", b"x"))
+
+
+def _i_value(kind: str, value: bytes, *, whole: bool = False) -> bytes:
+    """The digits of ``i=``: ``value`` is the tag's value (``whole``) or the whole tag list
+    (tag values cannot hold ``;``, so the first tag named ``i`` is found without parsing)."""
+    if not whole:
+        for piece in value.split(b";"):
+            name, eq, rest = piece.partition(b"=")
+            if eq and name.strip(b" \t\r\n") == b"i":
+                value = rest
+                break
+        else:
+            raise ChainError(f"{kind} without a valid i=")
+    m = _INSTANCE.match(value)
     if m is None:
         raise ChainError(f"{kind} without a valid i=")
-    return _instance(m.group(1), kind), dict(tags)
+    return m.group(1)
 
 
 def _instance(digits: bytes, kind: str) -> int:
@@ -165,22 +190,27 @@ def ams_spec(tags: dict[bytes, bytes]) -> BodySpec | None:
     return spec_of(tags)
 
 
-def arc_body_specs(headers: Sequence[HeaderField]) -> frozenset[BodySpec]:
-    """Body hashes the newest :data:`MAX_AMS` ARC-Message-Signatures need (for streaming).
+def arc_body_specs(headers: Sequence[HeaderField], depth: int = MAX_AMS) -> frozenset[BodySpec]:
+    """Body hashes the newest ``depth`` ARC-Message-Signatures need (for streaming).
 
-    Malformed fields are skipped here: :func:`collect` judges them at end of message.
+    Only those are parsed; malformed fields are skipped here (:func:`collect` and the
+    verifier judge them at end of message).
     """
     found = [hf for kind, hf in arc_fields(headers) if kind == AMS]
     if not found or len(found) > MAX_ARC_FIELDS:
         return frozenset()
-    by_instance: dict[int, BodySpec] = {}
+    by_instance: dict[int, HeaderField] = {}
     for hf in found:
         try:
-            instance, tags = _parse(AMS, hf)
+            by_instance[int(_i_value(AMS, hf.value))] = hf
         except ChainError:
             continue
-        spec = ams_spec(tags)
+    specs = set()
+    for i in sorted(by_instance, reverse=True)[: max(1, min(depth, MAX_AMS))]:
+        try:
+            spec = ams_spec(_tags(AMS, by_instance[i]))
+        except ChainError:
+            continue
         if spec is not None:
-            by_instance[instance] = spec
-    newest = sorted(by_instance, reverse=True)[:MAX_AMS]
-    return frozenset(by_instance[i] for i in newest)
+            specs.add(spec)
+    return frozenset(specs)

@@ -89,8 +89,14 @@ def verify_arc(
     resolver: Resolver,
     min_key_bits: int = MIN_RSA_BITS,
     now: float | None = None,
+    *,
+    oldest_pass: bool = True,
 ) -> ArcResult:
-    """Validate the ARC chain of ``tx``: pass, fail, none or temperror, with the seals found."""
+    """Validate the ARC chain of ``tx``: pass, fail, none or temperror, with the seals found.
+
+    ``oldest_pass`` (RFC 8617 5.2 step 4.1, optional): validate older AMSs for it; without,
+    ``ArcResult.oldest_pass`` is None.
+    """
     try:
         sets = collect(tx.headers)
     except ChainError as exc:
@@ -101,7 +107,7 @@ def verify_arc(
         tx, resolver, max(MIN_RSA_BITS, min_key_bits), time.time() if now is None else now
     )
     try:
-        return check.chain(sets)
+        return check.chain(sets, oldest_pass)
     except Exception as exc:  # a bug must not escape; never a pass or a fail
         log.warning("arc: unexpected error: %r", exc, exc_info=True)
         return ArcResult(Result.PERMERROR, chain=len(sets), reason="internal error")
@@ -116,11 +122,12 @@ class _Checker:
     min_bits: int
     now: float
     keys: dict[str, bytes | KeyProblem] = field(default_factory=dict)
+    loaded: dict[tuple[bytes, bytes, bytes], PublicKey] = field(default_factory=dict)  # (d, s, a)
     canonical: dict[int, bytes] = field(default_factory=dict)  # id(field) -> relaxed + CRLF
     headers: CanonicalHeaders | None = None
     seal_bytes: int = 0  # header data hashed for the seals so far
 
-    def chain(self, sets: tuple[ArcSet, ...]) -> ArcResult:
+    def chain(self, sets: tuple[ArcSet, ...], oldest_pass: bool = True) -> ArcResult:
         n = len(sets)
         sealers = [_sealer(s) for s in reversed(sets)]  # newest first
 
@@ -138,7 +145,7 @@ class _Checker:
                 sealers[pos] = dataclasses.replace(sealers[pos], result=bad.result)
                 return result(bad.result, f"{SEAL} i={s.instance}: {bad.reason}")
             sealers[pos] = dataclasses.replace(sealers[pos], result=Result.PASS)
-        return result(Result.PASS, oldest=self.oldest_pass(sets))
+        return result(Result.PASS, oldest=self.oldest_pass(sets) if oldest_pass else None)
 
     def oldest_pass(self, sets: tuple[ArcSet, ...]) -> int | None:
         """Step 4.1: the oldest instance whose AMS still validates (0: all do); None: not known."""
@@ -157,7 +164,10 @@ class _Checker:
 
     def ams(self, s: ArcSet) -> None:
         """Validate one ARC-Message-Signature like a DKIM signature; raise _Invalid."""
-        tags = s.ams_tags
+        try:
+            tags = s.ams_tags
+        except ChainError:
+            raise _Invalid(Result.FAIL, "malformed tag list") from None
         _common(tags, AMS_TAGS, self.now)
         signed = [n.lower() for n in _H_SPLIT.split(tags[b"h"].strip())]
         if b"from" not in signed:
@@ -173,9 +183,9 @@ class _Checker:
         if canon is None or spec is None:
             raise _Invalid(Result.FAIL, "invalid c= or l= value")
         digest = self.digest(spec)
-        key = self.key(tags)
-        if digest.digest != _b64(tags[b"bh"]):
+        if digest.digest != _b64(tags[b"bh"]):  # before the key: an altered body costs no DNS
             raise _Invalid(Result.FAIL, "body hash mismatch")
+        key = self.key(tags)
         if digest.length is not None and digest.length < digest.canonical_length:
             raise _Invalid(Result.FAIL, "l= signs only part of the body")
         if self.headers is None:
@@ -228,7 +238,14 @@ class _Checker:
         return found
 
     def key(self, tags: dict[bytes, bytes]) -> PublicKey:
-        """The signer's key, looked up once per name and message; raise _Invalid."""
+        """The signer's key, looked up and judged once per message; raise _Invalid."""
+        cache_key = (tags[b"d"], tags[b"s"], tags[b"a"])
+        found = self.loaded.get(cache_key)
+        if found is None:
+            found = self.loaded[cache_key] = self._key(tags)
+        return found
+
+    def _key(self, tags: dict[bytes, bytes]) -> PublicKey:
         domain, selector = a_label(_text(tags[b"d"])), a_label(_text(tags[b"s"]))
         name = f"{selector}._domainkey.{domain}"
         if not domain or not selector or len(name) > 253:

@@ -8,6 +8,7 @@ for a bad signature. The key itself is parsed with ``cryptography`` / PyNaCl
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -57,7 +58,16 @@ def fetch_key(resolver: Resolver, name: str, timeout: float | None) -> bytes:
 
 
 def load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> PublicKey:
-    """Judge one key record (found at ``name``) against the signature and parse its key."""
+    """Judge one key record (found at ``name``) against the signature and parse its key.
+
+    Judged once per (name, record, signature facts, minimum) and kept (bounded): a busy
+    server sees the same few keys all day, and the judgement is a pure function of these.
+    """
+    return _load_key(name, record, sig, min_rsa_bits)
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) -> PublicKey:
     tags = parse_key_record(record)
     version = tags.get(b"v")
     if version is not None and version != b"DKIM1":
