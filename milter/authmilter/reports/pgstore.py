@@ -20,11 +20,13 @@ marked, and the next run sends again with the same report id.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from authmilter.errors import ConfigError
+from authmilter.reports import schema
+from authmilter.reports.history import HistoryRow
 from authmilter.reports.sqlstore import SqlStore, StoreError
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server
@@ -81,6 +83,14 @@ class PostgresStore(SqlStore):
             if drop and (conn.closed or isinstance(exc, psycopg.OperationalError)):
                 self.close()
             raise StoreError(f"history database: {_describe(exc)}") from None
+
+    def insert(self, rows: Sequence[HistoryRow]) -> None:
+        """Store a batch of rows in one transaction (COPY: several times executemany's rate)."""
+        if not rows:
+            return
+        with self._transaction(write=True) as cur, cur.copy(schema.COPY) as copy:
+            for row in rows:
+                copy.write_row(schema.row_values(row))
 
     def _migration_lock(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
