@@ -16,6 +16,11 @@ batches of 10000; then ``report_domains()`` and ``aggregate()`` over the day are
 (SQLite, the writer thread's CPU included: ``time.process_time`` counts every thread), the
 modes interleaved, best of ``--rounds``.
 
+``--daemon N``: the real daemon (``authmilter run``, 1 worker, DNS from a loopback server,
+one connection per message, half DKIM pass, half DMARC reject), history off and SQLite,
+interleaved, median of ``--rounds``: CPU of the daemon's processes per message (its writer
+thread included) and messages/s over one client connection at a time.
+
 PostgreSQL is a private cluster (tests/support/postgres.py) with fsync on, on a unix socket.
 """
 
@@ -31,7 +36,7 @@ from authmilter.config import ReportsConfig
 from authmilter.reports.history import DkimAuth, HistoryRow, PublishedPolicy, SpfAuth
 from authmilter.reports.recorder import HistoryRecorder
 from authmilter.reports.store import HistoryStore, open_store
-from bench.metrics_overhead import _one, _world
+from bench.metrics_overhead import _one, _process_cpu, _world
 
 DAY = 86400
 T0 = 1_780_000_000 - 1_780_000_000 % DAY
@@ -132,6 +137,58 @@ def session_cost(tmp: Path, messages: int, rounds: int) -> tuple[float, float, i
     return best["off"] * 1e6, best["on"] * 1e6, recorder.stored
 
 
+def daemon_run(history: bool, count: int) -> tuple[float, float, int]:
+    """(CPU s per message, messages/s, rows stored) of a real daemon over ``count`` messages."""
+    from tests.integration.test_daemon import BAD_IP, config, example_zone, send, signed
+    from tests.support.daemon import AuthmilterDaemon
+    from tests.support.dnsserver import DnsServer
+    from tests.support.keys import shared_rsa_key
+
+    key = shared_rsa_key()
+    with (
+        tempfile.TemporaryDirectory(prefix="history-bench-") as tmp,
+        DnsServer(example_zone(key)) as dns,
+    ):
+        dsn = f"sqlite:///{tmp}/history.db" if history else ""
+        cfg = config(dns, reports={"history": dsn}, milter={"log_level": "warning"})
+        cfg["dns"]["cache_size"] = 20000
+        with AuthmilterDaemon(Path(tmp) / "d", cfg) as daemon:
+            good = signed(key)
+            forged = good.replace(b"This is a test.", b"This is a forgery.")
+            for _ in range(20):
+                send(daemon, good)
+            before = _process_cpu(daemon.pid)
+            started = time.perf_counter()
+            for n in range(count):
+                if n % 2:
+                    send(daemon, forged, client_ip=BAD_IP)
+                else:
+                    send(daemon, good)
+            wall = time.perf_counter() - started
+            used = _process_cpu(daemon.pid) - before
+        stored = open_store(dsn).count() if history else 0
+    return used / count, count / wall, stored
+
+
+def daemon_main(count: int, rounds: int) -> None:
+    import statistics
+
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            cpu, rate, stored = daemon_run(on, count)
+            if on:
+                assert stored == count + 20, stored
+            runs[on].append((cpu, rate))
+    for on in (False, True):
+        cpu = statistics.median(c for c, _ in runs[on])
+        rate = statistics.median(r for _, r in runs[on])
+        print(
+            f"daemon, history {'sqlite' if on else 'off'}: {cpu * 1e6:.0f} µs CPU/message, "
+            f"{rate:.0f} messages/s (one connection at a time)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200000)
@@ -139,7 +196,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--daemon", type=int, default=0, help="messages per daemon run")
     args = parser.parse_args()
+    if args.daemon:
+        daemon_main(args.daemon, args.rounds)
+        return
     backends = args.backends.split(",")
     cluster = None
     with tempfile.TemporaryDirectory(prefix="history-bench-") as name:

@@ -77,7 +77,7 @@ class History:
         with self._lock:
             dsn = engine.config.reports.history
             old = None
-            if dsn != self._dsn:
+            if dsn != self._dsn or (dsn and self.recorder is None):  # new, or failed before
                 old, self._dsn = self.recorder, dsn
                 self.recorder = start_recorder(engine.config, engine.authserv_id)
             if self.recorder is None:
