@@ -52,7 +52,7 @@ def dns(dns_server: DnsServer, key: DkimKey) -> DnsServer:
 def config(dns: DnsServer, history: str, **sections: dict[str, Any]) -> dict[str, Any]:
     base: dict[str, Any] = {
         "milter": {"authserv_id": "mx1.test.example", "log_level": "info"},
-        "dns": {"nameservers": [dns.address], "timeout": 1.5},
+        "dns": {"nameservers": [dns.address], "timeout": 5.0},
         "trust": {"internal_hosts": []},
         "reports": {"history": history},
     }
