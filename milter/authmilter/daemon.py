@@ -64,7 +64,8 @@ class EngineHolder:
 class History:
     """This process's history recorder, kept across reloads while ``reports.history`` stays."""
 
-    CLOSE_TIMEOUT = 10.0  # seconds a stop or a DSN change waits for queued rows
+    CLOSE_TIMEOUT = 5.0  # seconds a stop or a DSN change waits for queued rows (under the
+    # supervisor's 10 s stop timeout)
 
     def __init__(self) -> None:
         self.recorder: HistoryRecorder | None = None

@@ -29,7 +29,7 @@ from authmilter.reports import schema
 from authmilter.reports.history import HistoryRow
 from authmilter.reports.sqlstore import SqlStore, StoreError
 
-CONNECT_TIMEOUT = 10  # seconds to reach the server
+CONNECT_TIMEOUT = 5  # seconds to reach the server
 MIGRATION_LOCK = 0x61757468_6D696C74  # "authmilt": the advisory lock key of migrations
 
 
