@@ -80,9 +80,12 @@ class HistoryRecorder:
     def put(self, row: HistoryRow) -> bool:
         """Queue one row without waiting; False (counted, logged) when the queue is full."""
         with self._idle:
-            if self._closed:
-                return False
-            self._pending += 1
+            closed = self._closed
+            if not closed:
+                self._pending += 1
+        if closed:  # a session that finished on the engine a reload replaced
+            self._lost("dropped", 1, "recording was stopped (stop or reports.history changed)")
+            return False
         try:
             self._queue.put_nowait(row)
         except queue.Full:
