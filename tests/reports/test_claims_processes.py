@@ -80,3 +80,22 @@ def test_a_killed_holder_leaves_the_report_to_the_next_run(history_dsn: str) -> 
     proc.wait(30)
     assert wait_for(lambda: claimable(history_dsn), timeout=20)
     assert open_store(history_dsn).report_status("example.com", T0, T0 + DAY) is None
+
+
+MIGRATE = "import sys; from authmilter.reports.store import open_store; " \
+    "print(open_store(sys.argv[1]).migrate())"  # fmt: skip
+
+
+def test_processes_creating_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    """Two workers starting together on a new file: both end up migrated (no 'locked')."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'milter'}"}
+    for n in range(5):
+        dsn = f"sqlite:///{tmp_path}/h{n}.db"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", MIGRATE, dsn], stdout=subprocess.PIPE, text=True, env=env
+            )
+            for _ in range(3)
+        ]
+        outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+        assert outputs == ["1", "1", "1"]
