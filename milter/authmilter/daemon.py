@@ -72,7 +72,8 @@ class EngineHolder:
 class History:
     """This process's history recorder, kept across reloads while ``reports.history`` stays."""
 
-    CLOSE_TIMEOUT = 10.0  # seconds a stop or a DSN change waits for queued rows
+    CLOSE_TIMEOUT = 5.0  # seconds a stop or a DSN change waits for queued rows (under the
+    # supervisor's 10 s stop timeout)
 
     def __init__(self) -> None:
         self.recorder: HistoryRecorder | None = None
@@ -87,7 +88,7 @@ class History:
         with self._lock:
             dsn = engine.config.reports.history
             old = None
-            if dsn != self._dsn:
+            if dsn != self._dsn or (dsn and self.recorder is None):  # new, or failed before
                 old, self._dsn = self.recorder, dsn
                 self.recorder = start_recorder(engine.config, engine.authserv_id)
             if self.recorder is None:

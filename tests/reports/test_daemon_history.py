@@ -52,7 +52,7 @@ def dns(dns_server: DnsServer, key: DkimKey) -> DnsServer:
 def config(dns: DnsServer, history: str, **sections: dict[str, Any]) -> dict[str, Any]:
     base: dict[str, Any] = {
         "milter": {"authserv_id": "mx1.test.example", "log_level": "info"},
-        "dns": {"nameservers": [dns.address], "timeout": 1.5},
+        "dns": {"nameservers": [dns.address], "timeout": 5.0},
         "trust": {"internal_hosts": []},
         "reports": {"history": history},
     }
@@ -125,10 +125,12 @@ def test_two_workers_both_record(
     dsn = f"sqlite:///{tmp_path}/history.db"
     daemon = authmilter_daemon(config(dns, dsn, milter={"workers": 2}))
     daemon.wait_for_log("history: recording")
-    send_all(daemon, key, rounds=10)
+    verdicts = send_all(daemon, key, rounds=10)
+    assert [v[0] for v in verdicts] == ["accept", "reject", "accept"] * 10
     assert daemon.stop() == 0
-    assert daemon.log().count("history: recording DMARC evaluations") == 2  # one per worker
-    assert count(dsn) == 20
+    log = daemon.log()
+    assert log.count("history: recording DMARC evaluations") == 2, log  # one per worker
+    assert count(dsn) == 20, log
 
 
 def test_reload_keeps_or_replaces_the_recorder(

@@ -160,7 +160,8 @@ def test_close_writes_out_what_is_queued(tmp_path: Path) -> None:
     for i in range(3000):
         recorder.put(row(i))
     assert recorder.close()
-    assert not recorder.put(row(0))  # closed: nothing more
+    assert not recorder.put(row(0))  # closed: nothing more, counted
+    assert recorder.dropped == 1
     assert open_store(f"sqlite:///{tmp_path}/h.db").count() == 3000
 
 

@@ -217,3 +217,25 @@ def test_sqlite_file_created_in_wal_mode(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "h.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_concurrent_migrations_apply_once(history_dsn: str) -> None:
+    versions: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def migrate() -> None:
+        store = open_store(history_dsn)
+        barrier.wait()
+        versions.append(store.migrate())
+        store.close()
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert versions == [1, 1, 1, 1]
+    store = open_store(history_dsn)
+    store.insert([row()])
+    assert store.count() == 1
+    store.close()

@@ -20,14 +20,18 @@ marked, and the next run sends again with the same report id.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from authmilter.errors import ConfigError
+from authmilter.reports import schema
+from authmilter.reports.history import HistoryRow
 from authmilter.reports.sqlstore import SqlStore, StoreError
 
-CONNECT_TIMEOUT = 10  # seconds to reach the server
+CONNECT_TIMEOUT = 5  # seconds to reach the server
+INSERT_TIMEOUT = "30s"  # a batch the server has not taken by then fails (rows counted lost)
+AGGREGATE_WORK_MEM = "64MB"  # the report's GROUP BY stays one in-memory hash (1M rows: ~1 s)
 MIGRATION_LOCK = 0x61757468_6D696C74  # "authmilt": the advisory lock key of migrations
 
 
@@ -81,6 +85,19 @@ class PostgresStore(SqlStore):
             if drop and (conn.closed or isinstance(exc, psycopg.OperationalError)):
                 self.close()
             raise StoreError(f"history database: {_describe(exc)}") from None
+
+    def insert(self, rows: Sequence[HistoryRow]) -> None:
+        """Store a batch of rows in one transaction (COPY: several times executemany's rate)."""
+        if not rows:
+            return
+        with self._transaction(write=True) as cur:
+            cur.execute(f"SET LOCAL statement_timeout = '{INSERT_TIMEOUT}'")
+            with cur.copy(schema.COPY) as copy:
+                for row in rows:
+                    copy.write_row(schema.row_values(row))
+
+    def _tune_aggregate(self, cur: Any) -> None:
+        cur.execute(f"SET LOCAL work_mem = '{AGGREGATE_WORK_MEM}'")
 
     def _migration_lock(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

@@ -39,7 +39,8 @@ def history_row(
         return None
     if excluded(dmarc.policy_domain, reports.exclude_domains):
         return None
-    if _from_reports_sender(tx, reports.email or f"postmaster@{host}"):
+    sender = (reports.email or f"postmaster@{host}").strip().lower()
+    if sender.rpartition("@")[2] == dmarc.from_domain and _from_address(tx, sender):
         return None
     env = tx.envelope
     rcpt = env.rcpt_to[0].rpartition("@")[2].rstrip(".").lower() if env.rcpt_to else ""
@@ -116,8 +117,8 @@ def _spf(spf: SpfResult | None, mail_from_domain: str) -> SpfAuth | None:
     return SpfAuth(domain.rstrip(".").lower(), "mfrom", word if word in _SPF_WORDS else "none")
 
 
-def _from_reports_sender(tx: Transaction, sender: str) -> bool:
-    sender = sender.strip().lower()
+def _from_address(tx: Transaction, sender: str) -> bool:
+    """True when a From field holds the address ``sender`` (lower case)."""
     for field in tx.headers:
         if not is_from(field):
             continue

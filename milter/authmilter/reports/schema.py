@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from authmilter.reports.history import DkimAuth, HistoryRow, PublishedPolicy, SpfAuth
@@ -81,6 +82,7 @@ COLUMNS = (
     "adkim, aspf, testing, psd, discovery_method, fo, rua, ruf, disposition, dmarc_dkim, "
     "dmarc_spf, override, override_comment, dkim, spf"
 )
+COPY = f"COPY messages ({COLUMNS}) FROM STDIN"  # PostgreSQL's bulk insert
 INSERT = f"INSERT INTO messages ({COLUMNS}) VALUES ({', '.join('?' * 25)})"  # noqa: S608
 
 # The columns that define one RFC 9990 record (everything but time), in RecordGroup order.
@@ -124,11 +126,18 @@ def _text(values: Sequence[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
 
 
-def dkim_text(dkim: Sequence[DkimAuth]) -> str:
+@lru_cache(maxsize=4096)  # the same few values over and over: encode each once
+def _list_text(values: tuple[str, ...]) -> str:
+    return _text(values)
+
+
+@lru_cache(maxsize=4096)
+def dkim_text(dkim: tuple[DkimAuth, ...]) -> str:
     """The canonical text of a DKIM list (sorted, so signature order does not split groups)."""
     return _text(sorted([d.domain, d.selector, d.result] for d in dkim))
 
 
+@lru_cache(maxsize=4096)
 def spf_text(spf: SpfAuth | None) -> str:
     """The canonical text of an SPF result ("" when there is none)."""
     return "" if spf is None else _text([spf.domain, spf.scope, spf.result])
@@ -167,8 +176,8 @@ def row_values(row: HistoryRow) -> tuple[Any, ...]:
         p.psd,
         p.discovery_method,
         p.fo,
-        _text(p.rua),
-        _text(p.ruf),
+        _list_text(p.rua),
+        _list_text(p.ruf),
         row.disposition,
         row.dmarc_dkim,
         row.dmarc_spf,

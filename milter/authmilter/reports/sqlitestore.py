@@ -24,6 +24,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -41,7 +42,8 @@ _lock_fds: dict[str, int] = {}  # one fd per lock file per process (closing any 
 
 def sqlite_path(dsn: str) -> Path:
     """The database file of ``sqlite:///PATH``; ConfigError when its directory is missing."""
-    path = Path(dsn.removeprefix("sqlite://"))
+    raw = dsn.removeprefix("sqlite://")
+    path = Path("/" + raw.lstrip("/") if raw.startswith("/") else raw)  # sqlite:////x: /x
     if not path.is_absolute() or path.name == "":
         raise ConfigError(f"reports.history: {dsn!r}: the path must be absolute (sqlite:///PATH)")
     if not path.parent.is_dir():
@@ -59,20 +61,37 @@ class SqliteStore(SqlStore):
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            except sqlite3.Error as exc:
-                raise StoreError(f"history {self.path}: {exc}") from None
-            self._conn = conn
+            # Switching a new file to WAL takes an exclusive lock and SQLite may answer
+            # "database is locked" at once, without its busy handler (two workers starting
+            # together): retry within the busy timeout.
+            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+            while True:
+                try:
+                    self._conn = self._open()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise StoreError(f"history {self.path}: {exc}") from None
+                    time.sleep(0.05)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"history {self.path}: {exc}") from None
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Any]:

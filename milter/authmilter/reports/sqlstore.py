@@ -54,6 +54,9 @@ class SqlStore:
     def _migration_lock(self, cur: Any) -> None:
         """Serialise migrations (called first inside the migration transaction)."""
 
+    def _tune_aggregate(self, cur: Any) -> None:
+        """Session settings for the report query (called first in its transaction)."""
+
     def _hold(self, domain: str, begin: int, end: int) -> AbstractContextManager[Any]:
         """Hold the report (domain, period) against every other run: a cursor or None."""
         raise NotImplementedError
@@ -103,6 +106,7 @@ class SqlStore:
     def aggregate(self, domain: str, begin: int, end: int) -> Aggregate:
         """The grouped rows of one policy domain in [begin, end); LookupError when none."""
         with self._transaction(write=False) as cur:
+            self._tune_aggregate(cur)
             cur.execute(self.sql(schema.LAST_POLICY), (domain, begin, end))
             last = cur.fetchone()
             if last is None:
