@@ -59,3 +59,41 @@ def test_role_granted_create_on_the_schema(
         assert store.migrate() == len(MIGRATIONS)
     finally:
         store.close()
+
+
+def test_role_with_data_rights_only_after_the_owner_migrated(
+    pg_cluster: PostgresCluster, names: tuple[str, str]
+) -> None:
+    """The owner runs ``authmilter report --migrate`` once; the daemons' role may then have
+    no right to create anything: a current schema is only read at start."""
+    role, database = names
+    owner = role + "own"
+    _admin(
+        pg_cluster,
+        f"CREATE ROLE {owner} LOGIN",
+        f"CREATE ROLE {role} LOGIN",
+        f"CREATE DATABASE {database} OWNER {owner}",
+    )
+    _admin(pg_cluster, "REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=database)
+    store = open_store(_as(pg_cluster, database, owner), "mx1.example")
+    try:
+        assert store.migrate() == len(MIGRATIONS)
+    finally:
+        store.close()
+    _admin(
+        pg_cluster,
+        f"GRANT CONNECT ON DATABASE {database} TO {role}",
+        f"GRANT USAGE ON SCHEMA public TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        database=database,
+    )
+    _admin(
+        pg_cluster,
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+        database=database,
+    )
+    store = open_store(_as(pg_cluster, database, role), "mx2.example")
+    try:
+        assert store.migrate() == len(MIGRATIONS)
+    finally:
+        store.close()

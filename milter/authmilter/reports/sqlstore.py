@@ -72,7 +72,14 @@ class SqlStore:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
     def migrate(self) -> int:
-        """Apply the migrations not yet applied (idempotent, serialised); the version now."""
+        """Apply the migrations not yet applied (idempotent, serialised); the version now.
+
+        A schema that is already current is only read, so a role with no right to create
+        tables (the owner migrated it with ``authmilter report --migrate``) can start.
+        """
+        current = self._applied_version()
+        if current >= len(schema.MIGRATIONS):
+            return current
         with self._transaction(write=True) as cur:
             self._migration_lock(cur)
             cur.execute(schema.VERSION_TABLE)
@@ -89,6 +96,15 @@ class SqlStore:
                 )
                 version = number
         return version
+
+    def _applied_version(self) -> int:
+        """The schema version recorded, read without writing; 0 when there is none yet."""
+        try:
+            with self._transaction(write=False) as cur:
+                cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                return int(cur.fetchone()[0])
+        except StoreError:  # no schema_version table yet (or no access): migrate decides
+            return 0
 
     def insert(self, rows: Sequence[HistoryRow]) -> None:
         """Store a batch of rows in one transaction."""
