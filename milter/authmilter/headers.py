@@ -350,7 +350,7 @@ def render_authentication_results(
     if results.helo_spf is not None:
         groups.append(_spf_atoms(results.helo_spf, envelope))
     groups.extend(_dkim_atoms(sig) for sig in results.dkim)
-    if results.arc is not None and results.arc.result != Result.NONE:
+    if results.arc is not None:
         groups.append(_arc_atoms(results.arc, envelope))
     if results.dmarc is not None:
         groups.append(

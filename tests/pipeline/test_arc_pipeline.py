@@ -209,3 +209,13 @@ def test_trusted_sealers_must_be_domain_names() -> None:
         from_dict({"arc": {"trusted_sealers": ["not a domain"]}})
     cfg = from_dict({"arc": {"trusted_sealers": ["Lists.Example.org.", "bücher.example"]}})
     assert cfg.arc.trusted_sealer_names() == {"lists.example.org", "xn--bcher-kva.example"}
+
+
+def test_a_message_without_a_chain_says_arc_none() -> None:
+    """RFC 8617 section 10: the A-R reports the ARC method for every inbound message."""
+    accept = {"reject": False, "quarantine": "none"}  # the A-R of an accepted message
+    results, decision = evaluate(simple_message(), dmarc=accept)
+    assert results.arc.result is Result.NONE
+    assert "arc=none smtp.remote-ip=198.51.100.20;" in ar_of(decision)
+    _, decision = evaluate(simple_message(), dmarc=accept, arc={"verify": False})
+    assert " arc=" not in ar_of(decision)

@@ -533,7 +533,7 @@ def test_injected_d_is_quoted_and_never_a_result(d: str) -> None:
     results, _, ar = run(case)
     assert [r.result for r in results.dkim] == [Result.PERMERROR]
     _, infos = parse_ar(ar)
-    assert [i["method"] for i in infos] == ["iprev", "spf", "dkim", "dmarc"], ar
+    assert [i["method"] for i in infos] == ["iprev", "spf", "dkim", "arc", "dmarc"], ar
     assert infos[2]["header.d"] == d, ar
     if "(" in d:
         assert f'header.d="{d}"' in ar.replace("\n\t", " "), ar
