@@ -17,6 +17,7 @@ Use::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import re
@@ -69,6 +70,19 @@ def spec_of(tags: dict[bytes, bytes]) -> BodySpec | None:
     return canon[1], algorithm, length
 
 
+@functools.lru_cache(maxsize=256)
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+    return tags
+
+
+def parse_tags(value: bytes) -> dict[bytes, bytes]:
+    """``dkim.util.parse_tag_value`` (same result, same exceptions), remembered for the values
+    in flight: a signature is parsed at end of headers (its body hash) and again at end of
+    message (its verification). A copy: the caller may change it."""
+    return dict(_tags(value))
+
+
 def body_specs(headers: Sequence[HeaderField], max_signatures: int) -> frozenset[BodySpec]:
     """Body hashes needed by the first ``max_signatures`` DKIM-Signature fields."""
     specs: set[BodySpec] = set()
@@ -80,7 +94,7 @@ def body_specs(headers: Sequence[HeaderField], max_signatures: int) -> frozenset
             continue
         seen += 1
         try:
-            tags = dkim.util.parse_tag_value(hf.value)
+            tags = parse_tags(hf.value)
         except (dkim.util.InvalidTagValueList, ValueError):
             continue
         spec = spec_of(tags)
