@@ -28,6 +28,7 @@ class _StreamLines:
 
     def __init__(self, handler: logging.StreamHandler) -> None:  # type: ignore[type-arg]
         self.handler = handler
+        self.formatter = handler.formatter
         self._second = -1
         self._stamp = ""
 
@@ -37,6 +38,7 @@ class _StreamLines:
         return (
             len(handlers) == 1
             and handlers[0] is self.handler
+            and self.handler.formatter is self.formatter
             and not log.filters
             and not self.handler.filters
             and self.handler.level <= logging.INFO

@@ -55,3 +55,10 @@ def test_one_parse_of_the_signature_per_message(monkeypatch: pytest.MonkeyPatch)
     session.end_of_message("Q1")
     assert "dkim=pass" in session.last_line
     assert parsed.count(signature) == 1
+
+
+def test_a_long_tag_list_is_not_kept() -> None:
+    dkim_body._tags.cache_clear()
+    value = b" v=1; a=rsa-sha256; d=example.com; s=rsa; h=" + b"from:" * 1000 + b"to; b=x; bh=y"
+    assert parse_tags(value) == dkim.util.parse_tag_value(value)
+    assert dkim_body._tags.cache_info().currsize == 0

@@ -106,3 +106,11 @@ def test_a_failing_stream_falls_back_to_logging(
     monkeypatch.setattr(handler, "stream", Broken())
     logsetup.info_line(LINE)  # never raises: logging reports its own failure
     assert errors == [LINE]
+
+
+def test_another_format_is_honoured(stderr: io.StringIO) -> None:
+    logsetup.setup_logging(MilterConfig())
+    handler = logging.getLogger("authmilter").handlers[0]
+    handler.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+    logsetup.info_line(LINE)
+    assert stderr.getvalue() == f"INFO|{LINE}\n"

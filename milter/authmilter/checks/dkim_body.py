@@ -70,7 +70,10 @@ def spec_of(tags: dict[bytes, bytes]) -> BodySpec | None:
     return canon[1], algorithm, length
 
 
-@functools.lru_cache(maxsize=256)
+_TAGS_KEPT = 2048  # octets: longer tag lists are parsed each time (the cache stays small)
+
+
+@functools.lru_cache(maxsize=128)  # 16 sessions x 5 signatures in flight, at most 256 KiB
 def _tags(value: bytes) -> dict[bytes, bytes]:
     tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
     return tags
@@ -80,6 +83,9 @@ def parse_tags(value: bytes) -> dict[bytes, bytes]:
     """``dkim.util.parse_tag_value`` (same result, same exceptions), remembered for the values
     in flight: a signature is parsed at end of headers (its body hash) and again at end of
     message (its verification). A copy: the caller may change it."""
+    if len(value) > _TAGS_KEPT:
+        tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+        return tags
     return dict(_tags(value))
 
 
