@@ -22,6 +22,7 @@ from bench import profile as prof
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+PROFILED = "authmilter-1w"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,15 +167,17 @@ def _profile(b: runner.Bench, work: Path, quick: bool) -> dict[str, Any]:
         if py_spy is None:
             out[title] = {"error": "py-spy not found (bench/run installs it into bench/work/tools)"}
             continue
-        if not b.ensure(("authmilter",)):
-            out[title] = {"error": "authmilter did not start"}
+        # one process to sample: the one-worker daemon (with workers "auto" the supervisor
+        # only forwards signals; its workers do the work)
+        if not b.ensure((PROFILED,)):
+            out[title] = {"error": f"{PROFILED} did not start"}
             continue
-        pid = b.procs["authmilter"].pid
+        pid = b.procs[PROFILED].pid
         raw_path = work / "profile" / f"{set_name}-c{conc}.txt"
         spy = prof.record(py_spy, pid, seconds, raw_path)
         time.sleep(0.5)
         works = loadgen.works_from_manifest(b.manifest["sets"][set_name])
-        loadgen.run_load([b.specs["authmilter"].address], works, conc, 10**6, seconds)
+        loadgen.run_load([b.specs[PROFILED].address], works, conc, 10**6, seconds)
         try:
             _, err = spy.communicate(timeout=seconds + 30)
         except Exception:
@@ -186,7 +189,7 @@ def _profile(b: runner.Bench, work: Path, quick: bool) -> dict[str, Any]:
             continue
         hs = prof.hotspots(raw_path.read_text(errors="replace"))
         hs["command"] = (
-            f"py-spy record --pid <authmilter> --duration {seconds} --rate 200 "
+            f"py-spy record --pid <{PROFILED}> --duration {seconds} --rate 200 "
             f"--format raw --nonblocking --gil (raw stacks: {raw_path})"
         )
         out[title] = hs

@@ -8,14 +8,24 @@ they run in a private mount namespace with a bind-mounted resolv.conf (:func:`wi
 the host's /etc/resolv.conf is never changed.
 
 Targets are chains of milters, as in ``smtpd_milters = a, b``: see :mod:`bench.loadgen`.
+Each milter is responsible for some verdict fields (:data:`CHECKS`); a run in which one
+does not deliver them (no signature, a wrong result, a tempfail) is invalid
+(:mod:`bench.runner`).
+
+Keys and sockets live in a private directory (:func:`private_dir`): opendkim's
+RequireSafeKeys refuses a key below any directory that others may write (such as /tmp, where
+a fresh clone may sit), so they are never below the checkout.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,22 +62,27 @@ class MilterSpec:
         return Proc(self.name, argv, logdir / f"{self.name}.log", env=env, cwd=logdir)
 
 
-# Targets: name -> chain of milter names, and what they are compared on.
+# Targets: name -> chain of milter names, and what they are compared on. "authmilter" is
+# the shipped configuration (milter.workers = "auto"); "authmilter-1w" one worker. "floor" is
+# the least a pymilter milter can do (every callback, one header added at end of message);
+# "null" adds nothing.
 INBOUND_TARGETS: dict[str, tuple[str, ...]] = {
     "authmilter": ("authmilter",),
-    "authmilter-2w": ("authmilter-2w",),  # milter.workers = 2: both cores
+    "authmilter-1w": ("authmilter-1w",),
     "opendkim": ("opendkim-verify",),
     "opendmarc": ("opendmarc",),
     "opendkim+opendmarc": ("opendkim-verify", "opendmarc"),
     "dkimpy-milter": ("dkimpy-verify",),
     "pyspf-milter": ("pyspf",),
+    "floor": ("floor",),
     "null": ("null",),
 }
 SIGN_TARGETS: dict[str, tuple[str, ...]] = {
     "authmilter": ("authmilter",),
-    "authmilter-2w": ("authmilter-2w",),
+    "authmilter-1w": ("authmilter-1w",),
     "opendkim": ("opendkim-sign",),
     "dkimpy-milter": ("dkimpy-sign",),
+    "floor": ("floor",),
     "null": ("null",),
 }
 SIGN_ED_TARGETS = {
@@ -75,6 +90,85 @@ SIGN_ED_TARGETS = {
     "opendkim": ("opendkim-sign-ed",),
     "dkimpy-milter": ("dkimpy-sign-ed",),
 }
+AUTHMILTERS = ("authmilter", "authmilter-1w")  # the targets measured against the others
+
+# The verdict fields each milter must deliver (a chain: the union). A scenario expects
+# values for some fields (runner.Scenario.expect); a target is held to those it checks.
+ALL_FIELDS = frozenset({"action", "spf", "dkim", "dmarc", "signatures"})
+CHECKS: dict[str, frozenset[str]] = {
+    "authmilter": ALL_FIELDS,
+    "authmilter-1w": ALL_FIELDS,
+    "opendkim-verify": frozenset({"action", "dkim"}),
+    "opendkim-sign": frozenset({"action", "signatures"}),
+    "opendkim-sign-ed": frozenset({"action", "signatures"}),
+    "opendmarc": frozenset({"action", "spf", "dmarc"}),
+    "dkimpy-verify": frozenset({"action", "dkim"}),
+    "dkimpy-sign": frozenset({"action", "signatures"}),
+    "dkimpy-sign-ed": frozenset({"action", "signatures"}),
+    "pyspf": frozenset({"action", "spf"}),
+    "floor": frozenset({"action"}),
+    "null": frozenset({"action"}),
+}
+
+
+def checked_fields(chain: tuple[str, ...]) -> frozenset[str]:
+    """The verdict fields a chain of milters is responsible for."""
+    return frozenset().union(*(CHECKS.get(name, frozenset({"action"})) for name in chain))
+
+
+def _safe_dir(path: Path) -> bool:
+    """True when ``path`` and every directory above it are owned by root or us and not
+    writable by group or others (what opendkim's RequireSafeKeys demands of a key's path)."""
+    me = os.geteuid()
+    for d in (path, *path.parents):
+        try:
+            st = d.stat()
+        except OSError:
+            return False
+        if st.st_uid not in (0, me) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
+def private_dir(candidates: tuple[Path, ...] = (Path("/run"), Path("/var/lib"))) -> Path:
+    """A new directory for keys (``keys/``, 0700) and sockets (``sock/``, 0700) below the
+    first candidate whose whole path is safe; the directory itself is 0711 (Postfix's smtpd
+    must pass through it to the sockets in the end-to-end run)."""
+    for base in candidates:
+        if base.is_dir() and _safe_dir(base) and os.access(base, os.W_OK | os.X_OK):
+            path = Path(tempfile.mkdtemp(prefix="authmilter-bench-", dir=base))
+            break
+    else:
+        raise RuntimeError(
+            f"no safe place for the bench's keys and sockets in {', '.join(map(str, candidates))}"
+        )
+    path.chmod(0o711)
+    for sub in ("keys", "sock"):
+        (path / sub).mkdir(mode=0o700)
+    return path
+
+
+def _private_keys(manifest: dict[str, Any], private: Path) -> dict[str, Any]:
+    """The manifest with its keys copied (0600) into ``private/keys``."""
+    keys = []
+    for key in manifest["keys"]:
+        copied = dict(key)
+        for field_name in ("pem", "seed"):
+            if key.get(field_name) and Path(key[field_name]).exists():
+                target = private / "keys" / Path(key[field_name]).name
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(Path(key[field_name]).read_bytes())
+                copied[field_name] = str(target)
+        keys.append(copied)
+    return {**manifest, "keys": keys}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for each authmilter's metrics endpoint)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> Path:
@@ -103,26 +197,39 @@ def _pkg_version(pkg: str) -> str:
 
 
 def build_specs(
-    run_dir: Path, manifest: dict[str, Any], python: str, log_level: str = "info"
+    run_dir: Path,
+    manifest: dict[str, Any],
+    python: str,
+    log_level: str = "info",
+    *,
+    private: Path | None = None,
 ) -> dict[str, MilterSpec]:
-    """Write every config file into ``run_dir``; return the milter specs by name."""
+    """Write every config file into ``run_dir``; return the milter specs by name.
+
+    ``private`` (from :func:`private_dir`): where the keys are copied and the sockets are
+    made; without it, both stay where the corpus and ``run_dir`` are (the harness's tests).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     _write(run_dir / "resolv.conf", f"nameserver {DNS_IP}\noptions timeout:5 attempts:1\n")
+    if private is not None:
+        manifest = _private_keys(manifest, private)
+    sockets = private / "sock" if private is not None else run_dir
     keys = _keys(manifest)
     rsa = keys[(corpus.SIGN_RSA_DOMAIN, corpus.RSA_SELECTOR)]
     ed = keys[(corpus.SIGN_ED_DOMAIN, corpus.ED_SELECTOR)]
     specs = [
-        _authmilter(run_dir, python, rsa, ed, log_level),
-        _authmilter(run_dir, python, rsa, ed, log_level, workers=2),
-        _opendkim_verify(run_dir),
-        _opendkim_sign(run_dir, rsa, ""),
-        _opendkim_sign(run_dir, ed, "-ed"),
-        _opendmarc(run_dir),
-        _dkimpy(run_dir, "verify"),
-        _dkimpy(run_dir, "sign", rsa),
-        _dkimpy(run_dir, "sign", ed, "-ed"),
-        _pyspf(run_dir),
-        _null(run_dir, python),
+        _authmilter(run_dir, sockets, python, rsa=rsa, ed=ed, log_level=log_level, workers="auto"),
+        _authmilter(run_dir, sockets, python, rsa=rsa, ed=ed, log_level=log_level, workers=1),
+        _opendkim_verify(run_dir, sockets),
+        _opendkim_sign(run_dir, sockets, rsa, ""),
+        _opendkim_sign(run_dir, sockets, ed, "-ed"),
+        _opendmarc(run_dir, sockets),
+        _dkimpy(run_dir, sockets, "verify"),
+        _dkimpy(run_dir, sockets, "sign", rsa),
+        _dkimpy(run_dir, sockets, "sign", ed, "-ed"),
+        _pyspf(run_dir, sockets),
+        _null(sockets, python),
+        _null(sockets, python, floor=True),
     ]
     return {s.name: s for s in specs}
 
@@ -134,19 +241,25 @@ def authmilter_config(
     log_level: str,
     socket: str,
     internal: tuple[str, ...] = (),
-    workers: int = 1,
+    workers: int | str = "auto",
+    metrics_listen: str = "",
     history: str = "",
 ) -> str:
-    """authmilter's TOML: bench DNS, nothing internal by address, two signing keys;
-    ``history``: reports.history ("" = no recording)."""
+    """authmilter's TOML: the shipped defaults but for bench DNS, nothing internal by
+    address, two signing keys, (each authmilter its own) metrics port and ``history``
+    (reports.history; "" = no recording)."""
     internal_list = ", ".join(f'"{n}"' for n in internal)
+    workers_value = f'"{workers}"' if isinstance(workers, str) else str(workers)
     return f"""# written by bench/milters.py
 [milter]
 socket = "unix:{socket}"
 authserv_id = "bench.authmilter"
-workers = {workers}
+workers = {workers_value}
 log_level = "{log_level}"
 log_target = "stderr"
+
+[metrics]
+listen = "{metrics_listen}"
 
 [dns]
 nameservers = ["{DNS_IP}:53"]
@@ -175,18 +288,27 @@ key_file = "{ed["pem"]}"
 
 def _authmilter(
     run_dir: Path,
+    sockets: Path,
     python: str,
+    *,
     rsa: dict[str, str],
     ed: dict[str, str],
     log_level: str,
-    *,
-    workers: int = 1,
+    workers: int | str,
 ) -> MilterSpec:
-    name = "authmilter" if workers == 1 else f"authmilter-{workers}w"
-    sock = run_dir / f"{name}.sock"
+    name = "authmilter" if workers == "auto" else f"authmilter-{workers}w"
+    sock = sockets / f"{name}.sock"
     cfg = _write(
         run_dir / f"{name}.toml",
-        authmilter_config(rsa, ed, log_level=log_level, socket=str(sock), workers=workers),
+        authmilter_config(
+            rsa,
+            ed,
+            log_level=log_level,
+            socket=str(sock),
+            workers=workers,
+            metrics_listen=f"127.0.0.1:{free_port()}",  # on, as shipped
+            history=f"sqlite:///{run_dir / name}-history.db",  # recording on, as shipped
+        ),
     )
     env = {"PYTHONPATH": f"{REPO / 'milter'}"}
     version = subprocess.run(
@@ -221,8 +343,8 @@ def _opendkim_common(name: str, sock: Path) -> str:
     )
 
 
-def _opendkim_verify(run_dir: Path) -> MilterSpec:
-    sock = run_dir / "opendkim-verify.sock"
+def _opendkim_verify(run_dir: Path, sockets: Path) -> MilterSpec:
+    sock = sockets / "opendkim-verify.sock"
     cfg = _write(run_dir / "opendkim-verify.conf", _opendkim_common("verify", sock) + "Mode v\n")
     return MilterSpec(
         "opendkim-verify",
@@ -232,11 +354,11 @@ def _opendkim_verify(run_dir: Path) -> MilterSpec:
     )
 
 
-def _opendkim_sign(run_dir: Path, key: dict[str, str], suffix: str) -> MilterSpec:
+def _opendkim_sign(run_dir: Path, sockets: Path, key: dict[str, str], suffix: str) -> MilterSpec:
     """opendkim's SignatureAlgorithm is global (an RSA key under ed25519-sha256 gives a bad
     signature labelled ed25519), so each algorithm gets its own instance and tables."""
     name = f"opendkim-sign{suffix}"
-    sock = run_dir / f"{name}.sock"
+    sock = sockets / f"{name}.sock"
     kt = _write(run_dir / f"{name}.keytable", f"k {key['domain']}:{key['selector']}:{key['pem']}\n")
     st = _write(run_dir / f"{name}.signingtable", f"*@{key['domain']} k\n")
     hosts = _write(run_dir / "opendkim.internal", f"127.0.0.1\n{corpus.SUBMIT_IP}\n")
@@ -251,8 +373,8 @@ def _opendkim_sign(run_dir: Path, key: dict[str, str], suffix: str) -> MilterSpe
     )
 
 
-def _opendmarc(run_dir: Path) -> MilterSpec:
-    sock = run_dir / "opendmarc.sock"
+def _opendmarc(run_dir: Path, sockets: Path) -> MilterSpec:
+    sock = sockets / "opendmarc.sock"
     ignore = _write(run_dir / "opendmarc.ignore", "192.0.2.254\n")
     cfg = _write(
         run_dir / "opendmarc.conf",
@@ -279,12 +401,12 @@ UMask 007
 
 
 def _dkimpy(
-    run_dir: Path, mode: str, key: dict[str, str] | None = None, suffix: str = ""
+    run_dir: Path, sockets: Path, mode: str, key: dict[str, str] | None = None, suffix: str = ""
 ) -> MilterSpec:
     """dkimpy-milter looks every SigningTable key name up in both key tables (KeyError when
     one lacks it), so each algorithm gets its own instance, like opendkim."""
     name = f"dkimpy-{mode}{suffix}"
-    sock = run_dir / f"{name}.sock"
+    sock = sockets / f"{name}.sock"
     text = (
         f"Socket local:{sock}\nAuthservID bench.dkimpy\nSyslog no\nUserID root\n"
         f"PidFile {run_dir / name}.pid\nMinimumKeyBits 1024\nUMask 007\n"
@@ -316,8 +438,8 @@ def _dkimpy(
     )
 
 
-def _pyspf(run_dir: Path) -> MilterSpec:
-    sock = run_dir / "pyspf.sock"
+def _pyspf(run_dir: Path, sockets: Path) -> MilterSpec:
+    sock = sockets / "pyspf.sock"
     pidfile = run_dir / "pyspf.pid"
     pidfile.unlink(missing_ok=True)
     cfg = _write(
@@ -346,14 +468,15 @@ Lookup_Time = 20
     )
 
 
-def _null(run_dir: Path, python: str) -> MilterSpec:
-    sock = run_dir / "null.sock"
+def _null(sockets: Path, python: str, *, floor: bool = False) -> MilterSpec:
+    name = "floor" if floor else "null"
+    sock = sockets / f"{name}.sock"
     return MilterSpec(
-        "null",
-        (python, "-m", "bench.nullmilter", f"unix:{sock}"),
+        name,
+        (python, "-m", "bench.nullmilter", *(("--floor",) if floor else ()), f"unix:{sock}"),
         str(sock),
         {"PYTHONPATH": str(REPO)},
-        version="bench/nullmilter.py",
+        version="bench/nullmilter.py" + (" --floor" if floor else ""),
     )
 
 

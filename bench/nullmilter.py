@@ -1,7 +1,9 @@
 """The ceiling for any Python milter here: pymilter, every callback, accept at the end.
 
-``python3 -m bench.nullmilter unix:/path``. It negotiates like authmilter (header and body
-without replies), receives the whole message, adds nothing and accepts.
+``python3 -m bench.nullmilter [--floor] unix:/path``. It negotiates like authmilter (header
+and body without replies), receives the whole message and accepts; it adds nothing, or
+with ``--floor`` one header at end of message: the least a Python milter that reports
+anything can cost (issue 15's floor).
 """
 
 from __future__ import annotations
@@ -45,9 +47,19 @@ class Null(Milter.Base):  # type: ignore[misc]
         return int(Milter.ACCEPT)
 
 
+class Floor(Null):
+    """Accept everything, with one header added at end of message."""
+
+    def eom(self) -> int:
+        self.addheader("X-Floor", "bench")
+        return int(Milter.ACCEPT)
+
+
 def main(argv: list[str]) -> int:
     """Run until SIGTERM."""
-    Milter.factory = Null
+    floor = argv[:1] == ["--floor"]
+    argv = argv[1:] if floor else argv
+    Milter.factory = Floor if floor else Null
     Milter.set_flags(Milter.ADDHDRS)
     Milter.runmilter("nullmilter", argv[0], 240)
     return 0

@@ -31,12 +31,25 @@ def _fmt(x: float, nd: int = 1) -> str:
 
 
 def _ratios(ms: list[dict[str, Any]], sc: str, conc: int, a: str, b: str) -> list[float]:
+    """a's rate over b's, per round in which both ran validly (an invalid run has no ratio)."""
     by = {
         (m["target"], m["round"]): m["rate"]
         for m in ms
-        if m["scenario"] == sc and m["concurrency"] == conc
+        if m["scenario"] == sc and m["concurrency"] == conc and not m.get("invalid")
     }
     return [by[(a, r)] / by[(b, r)] for (t, r) in by if t == a and by.get((b, r))]
+
+
+def _invalid(ms: list[dict[str, Any]], sc: str, conc: int, target: str) -> list[str]:
+    """The reasons of ``target``'s invalid runs in one scenario and concurrency."""
+    return [
+        m["invalid"]
+        for m in ms
+        if m["scenario"] == sc
+        and m["concurrency"] == conc
+        and m["target"] == target
+        and m.get("invalid")
+    ]
 
 
 def _verdict_text(ms: list[dict[str, Any]]) -> str:
@@ -144,7 +157,13 @@ def _method(w: Any, data: dict[str, Any]) -> None:
         "- Verdicts: every reply's added headers are parsed (A-R `spf=`/`dkim=`/`dmarc=`, "
         "Received-SPF, DKIM-Signature `a=`/`d=`); authmilter's runs are checked against the "
         "intended verdict of the corpus (`unexpected`), and a sample of each signer's output "
-        "is verified with dkimpy."
+        "is verified with dkimpy. Every target is held to the fields its milters deliver "
+        "(opendkim: the action and dkim=; opendmarc: spf= and dmarc=; a signer: its "
+        "signature; the null and floor milters: accept): a run with an unexpected verdict, "
+        "a tempfail, an unanswered message or a signature that does not verify is INVALID, "
+        "shown with its reason, and no ratio is computed from it. Keys and sockets live in "
+        "a private directory below /run (opendkim's RequireSafeKeys refuses keys below a "
+        "world-writable directory such as /tmp)."
     )
     w(
         "- Corpus: `bench/corpus.py` (seeded: keys, text and signatures are reproducible), "
@@ -166,15 +185,28 @@ def _goals(w: Any, ms: list[dict[str, Any]]) -> None:
     w("| target | measured | met? |")
     w("|---|---|---|")
     for (sc, conc, ref, ratio, cpu_max, rss_max), who in (
-        (t, who) for t in TARGETS for who in ("authmilter", "authmilter-2w")
+        (t, who) for t in TARGETS for who in ("authmilter", "authmilter-1w")
     ):
         mine = [
-            m for m in ms if m["scenario"] == sc and m["concurrency"] == conc and m["target"] == who
+            m
+            for m in ms
+            if m["scenario"] == sc
+            and m["concurrency"] == conc
+            and m["target"] == who
+            and not m.get("invalid")
         ]
         rs = _ratios(ms, sc, conc, who, ref)
-        label = "" if who == "authmilter" else " (workers = 2)"
+        label = "" if who == "authmilter" else " (one worker)"
+        bad = _invalid(ms, sc, conc, who) + _invalid(ms, sc, conc, ref)
+        ran = any(
+            m["scenario"] == sc and m["concurrency"] == conc and m["target"] == who for m in ms
+        )
         if not mine or not rs:
-            if who == "authmilter":
+            if not ran and who != "authmilter":
+                continue
+            if bad:
+                w(f"| {sc} c={conc}{label}: >= {ratio}x {ref} | INVALID: {bad[0]} | - |")
+            elif who == "authmilter":
                 w(f"| {sc} c={conc}: >= {ratio}x {ref} | not measured | - |")
             continue
         s = summarize(mine)
@@ -224,9 +256,13 @@ def _scenario_table(
                 if target == "authmilter" or not rs
                 else (f"{statistics.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})")
             )
+            if s["invalid"]:
+                ratio = f"**INVALID** ({len(s['invalid'])} of {s['rounds']} runs)" + (
+                    f"; {ratio} from the others" if ratio != "-" else ""
+                )
             idle = f"{s['idle']:.0f}" if s["idle"] else "-"
             err = f"{s['errors']}/{s['messages']}"
-            if target == "authmilter" and s["unexpected"]:
+            if s["unexpected"]:
                 err += f", **{s['unexpected']} unexpected**"
             w(
                 f"| {target} | {'+'.join(chain)} | {conc} | {s['rate']:.1f} "
@@ -245,6 +281,11 @@ def _scenario_table(
     errs = {m["target"]: m["first_error"] for m in rows if m["first_error"]}
     for t, e in errs.items():
         w(f"\nFirst error of {t}: `{e}`")
+    invalid = {(m["target"], m["concurrency"]): m["invalid"] for m in rows if m.get("invalid")}
+    if invalid:
+        w("\nInvalid runs (the target did not do its job; no ratio is taken from them):\n")
+        for (t, c), why in invalid.items():
+            w(f"- {t} c={c}: {why}")
     w("")
 
 
@@ -293,6 +334,14 @@ def _verdicts(w: Any, v: dict[str, Any] | None) -> None:
             )
         w(f"| {msg} | " + " | ".join(cells) + " |")
     w("")
+    if v.get("reference_failures"):
+        w(
+            f"**{len(v['reference_failures'])} messages not judged by a reference** (tempfail "
+            "or no answer; not compared):\n"
+        )
+        for x in v["reference_failures"]:
+            w(f"- {x['message']}: {x['reference']} answered {x['action']}")
+        w("")
     if v["mismatches"]:
         w(f"**{len(v['mismatches'])} mismatches:**\n")
         w("| message | field | authmilter | reference | theirs |")

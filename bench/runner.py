@@ -5,11 +5,18 @@ Every run of a target is measured the same way: CPU seconds of the target's proc
 reset, and sampled VmRSS), the bench DNS server's CPU, and the load client's own CPU.
 Rounds interleave the targets (round 1: a b c, round 2: b c a, ...) so slow drift of the
 machine spreads over all of them; ratios are taken per round, then their median.
+
+Every run of every target is checked, not only authmilter's: each milter of the chain must
+deliver the verdict fields it is responsible for (:data:`bench.milters.CHECKS`) with the
+scenario's expected values, answer every message, and sign verifiably where it signs. A run
+that does not is *invalid*, with the reason (:func:`invalid_reason`), and no ratio is taken
+from it (:mod:`bench.report`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -38,7 +45,13 @@ class Scenario:
     duration: float  # seconds per measured run (upper bound)
     count: int  # messages per measured run (upper bound)
     title: str = ""
-    expect: dict[str, str] = field(default_factory=dict)  # authmilter's expected verdict
+    # the expected verdict; each target is held to the fields its milters check
+    expect: dict[str, str] = field(default_factory=dict)
+
+    def expect_of(self, target: str) -> dict[str, str]:
+        """What ``target``'s verdict must say in this scenario."""
+        fields = milters.checked_fields(self.targets[target])
+        return {k: v for k, v in self.expect.items() if k in fields}
 
 
 def scenarios(quick: bool = False) -> list[Scenario]:
@@ -111,6 +124,8 @@ def scenarios(quick: bool = False) -> list[Scenario]:
             {"action": "accept", "signatures": "rsa-sha256@rsa-signer.example"},
         ),
     ]
+    # ARC (a 3-set chain) and report-recording scenarios are added here once issues 10 and 11
+    # have landed (issue 15 point 6).
     out.sort(key=lambda s: "10m" in s.name)  # big messages last: Python keeps the heap
     if not quick:
         out.insert(
@@ -150,10 +165,35 @@ class Measurement:
     client_cpu_ms_per_msg: float
     hwm_reset: bool
     verdicts: list[tuple[dict[str, str], int]]
-    unexpected: int  # messages whose verdict differs from the scenario's expectation (authmilter)
+    unexpected: int  # messages whose verdict differs from what this target must deliver
     first_error: str
     signed_checked: int = 0
     signed_valid: int = 0
+    invalid: str = ""  # why this run does not count ("" = it does)
+
+
+def invalid_reason(m: Measurement, expect: dict[str, str]) -> str:
+    """Why run ``m`` does not show its target doing its job; "" when it does.
+
+    ``expect``: the verdict the target must deliver (:meth:`Scenario.expect_of`).
+    """
+    if m.messages == 0:
+        return f"{m.target}: no message was answered"
+    reasons = []
+    if m.errors:
+        reasons.append(f"{m.errors} of {m.messages} messages failed ({m.first_error or '?'})")
+    if m.unexpected:
+        wanted = " ".join(f"{k}={v}" for k, v in sorted(expect.items()))
+        seen = "; ".join(
+            f"{' '.join(f'{k}={v}' for k, v in sorted(d.items())) or 'nothing'} ({n})"
+            for d, n in m.verdicts
+            if not all(d.get(k) == v for k, v in expect.items())
+        )
+        reasons.append(f"{m.unexpected} of {m.messages} not {wanted}: {seen}")
+    if m.signed_checked > m.signed_valid:
+        bad = m.signed_checked - m.signed_valid
+        reasons.append(f"{bad} of {m.signed_checked} signatures do not verify")
+    return f"{m.target}: {', '.join(reasons)}" if reasons else ""
 
 
 def _matches(verdict: loadgen.Verdict, expect: dict[str, str]) -> bool:
@@ -189,7 +229,8 @@ class Bench:
         self.manifest = manifest
         self.python = python
         self.log = log
-        self.specs = milters.build_specs(self.run_dir, manifest, python)
+        self.private = milters.private_dir()  # keys and sockets, where opendkim accepts them
+        self.specs = milters.build_specs(self.run_dir, manifest, python, private=self.private)
         self.group = ProcGroup()
         self.procs: dict[str, Proc] = {}
         self.dns: Proc | None = None
@@ -201,6 +242,7 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         self.group.stop_all()
+        shutil.rmtree(self.private, ignore_errors=True)
 
     # ------------------------------------------------------------------ processes
 
@@ -294,8 +336,9 @@ class Bench:
         for raw in res.signed_samples:
             checked += 1
             valid += verify_signed(raw, zone)
-        expect = sc.expect if target == "authmilter" else {}
+        expect = sc.expect_of(target)
         unexpected = sum(n for v, n in res.verdicts.items() if not _matches(v, expect))
+        common = [(_vdict(v), n) for v, n in res.verdicts.most_common(4)]
         m = Measurement(
             sc.name,
             target,
@@ -313,12 +356,13 @@ class Bench:
             meter.usage[self.dns.pid].cpu_s * 1000 / ok,
             res.client_cpu_s * 1000 / ok,
             meter.hwm_reset,
-            [(_vdict(v), n) for v, n in res.verdicts.most_common(4)],
+            common,
             unexpected,
             res.first_error[:200],
             checked,
             valid,
         )
+        m.invalid = invalid_reason(m, expect)
         self.measurements.append(m)
         return m
 
@@ -349,6 +393,7 @@ class Bench:
                             f"cpu {m.cpu_ms_per_msg:6.2f} ms/msg p99 {m.p99_ms:7.1f} ms "
                             f"rss {m.peak_rss_mb:6.1f} MB err {m.errors} "
                             f"unexpected {m.unexpected}"
+                            + (f"  INVALID: {m.invalid}" if m.invalid else "")
                         )
 
     # ------------------------------------------------------------------ verdicts
@@ -362,7 +407,7 @@ class Bench:
                 continue
             works = loadgen.works_from_manifest(info)[:2]
             for target, chain in milters.INBOUND_TARGETS.items():
-                if target == "null" or not self.ensure(chain):
+                if target in ("null", "floor") or not self.ensure(chain):
                     continue
                 res = loadgen.run_load(
                     self.addresses(chain), works, 1, len(works), 60, keep_per_message=True
@@ -371,7 +416,12 @@ class Bench:
                     key = f"{set_name}/{Path(path).name}"
                     table.setdefault(key, {})[target] = _vdict(verdict)
                     expect[key] = info["expect"]
-        return {"table": table, "expect": expect, "mismatches": compare_verdicts(table, expect)}
+        return {
+            "table": table,
+            "expect": expect,
+            "mismatches": compare_verdicts(table, expect),
+            "reference_failures": reference_failures(table),
+        }
 
 
 def _vdict(v: loadgen.Verdict) -> dict[str, str]:
@@ -385,6 +435,19 @@ REFERENCE_FIELDS = {
     "dmarc": ("opendkim+opendmarc",),
     "action": ("opendkim+opendmarc",),
 }
+
+
+FAILED_ACTIONS = ("tempfail", "error")  # the corpus never asks for either
+
+
+def reference_failures(table: dict[str, dict[str, dict[str, str]]]) -> list[dict[str, str]]:
+    """Messages a reference milter did not judge (tempfail, no answer): no comparison."""
+    return [
+        {"message": msg, "reference": ref, "action": v.get("action", "-")}
+        for msg, by_target in sorted(table.items())
+        for ref, v in sorted(by_target.items())
+        if ref not in milters.AUTHMILTERS and v.get("action", "error") in FAILED_ACTIONS
+    ]
 
 
 def compare_verdicts(
@@ -403,8 +466,8 @@ def compare_verdicts(
                 continue
             for ref in refs:
                 theirs = by_target.get(ref)
-                if theirs is None:
-                    continue
+                if theirs is None or theirs.get("action", "error") in FAILED_ACTIONS:
+                    continue  # no answer to compare with (reference_failures lists it)
                 a, b = mine.get(fld, ""), theirs.get(fld, "")
                 if fld == "dkim":  # the multiset of results; "none" = no dkim= at all
                     a, b = (",".join(sorted(x.split(","))).replace("none", "") for x in (a, b))
@@ -463,6 +526,7 @@ def summarize(ms: list[dict[str, Any]]) -> dict[str, float]:
         "client": statistics.median(m["client_cpu_ms_per_msg"] for m in ms),
         "errors": sum(m["errors"] for m in ms),
         "unexpected": sum(m["unexpected"] for m in ms),
+        "invalid": [m["invalid"] for m in ms if m.get("invalid")],
         "messages": sum(m["messages"] for m in ms),
         "rounds": len(ms),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -95,8 +96,28 @@ def _signature_cap(value: Any) -> str | None:
     return None if 1 <= value <= 20 else "must be between 1 and 20"
 
 
+MAX_WORKERS = 64
+
+
 def _workers(value: Any) -> str | None:
-    return None if 1 <= value <= 64 else "must be between 1 and 64"
+    if isinstance(value, str):
+        return None if value == "auto" else 'must be "auto" or a number from 1 to 64'
+    return None if 1 <= value <= MAX_WORKERS else 'must be "auto" or a number from 1 to 64'
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; the cgroup's cpuset included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(value: int | str) -> int:
+    """``milter.workers`` as a number of processes: "auto" is one per usable CPU (at most 64)."""
+    if value == "auto":
+        return min(usable_cpus(), MAX_WORKERS)
+    return int(value)
 
 
 def _umask(value: Any) -> str | None:
@@ -164,7 +185,8 @@ class MilterConfig:
     group: str = ""  # and this group ("" = the user's primary group)
     umask: str = field(default="0007", metadata=_check(_umask))
     timeout: int = field(default=600, metadata=_check(_positive))  # libmilter I/O timeout, s
-    workers: int = field(default=1, metadata=_check(_workers))  # processes (one core each)
+    # processes sharing the socket: a number, or "auto" (one per usable CPU)
+    workers: int | str = field(default="auto", metadata=_check(_workers))
     # live sessions per process; the next connection gets 451 4.3.2 at CONNECT
     max_sessions: int = field(default=1000, metadata=_check(_positive))
     on_error: str = field(default="tempfail", metadata=_one_of("tempfail", "accept"))
@@ -175,6 +197,10 @@ class MilterConfig:
     def effective_authserv_id(self) -> str:
         """The configured authserv-id, or this host's name (looked up once per process)."""
         return self.authserv_id or host_name()
+
+    def worker_count(self) -> int:
+        """The number of worker processes ``workers`` asks for (resolves "auto")."""
+        return resolve_workers(self.workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,8 +520,13 @@ def _convert(tp: Any, value: Any, path: str, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError.at(path, key, f"must be a list, not {_tname(value)}")
         return tuple(_convert(item_tp, v, path, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (types.UnionType, typing.Union):
-        raise TypeError("unions are not used in config")  # pragma: no cover
+    if origin in (types.UnionType, typing.Union):  # of plain types, e.g. int | str
+        options = typing.get_args(tp)
+        for option in options:
+            if isinstance(value, option) and not (option is int and isinstance(value, bool)):
+                return value
+        wanted = " or ".join(_tname_of(o) for o in options)
+        raise ConfigError.at(path, key, f"must be {wanted}, not {_tname(value)}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError.at(path, key, f"must be a number, not {_tname(value)}")

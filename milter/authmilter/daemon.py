@@ -153,7 +153,8 @@ def run(config_path: str) -> int:
     engine = build_engine(cfg)
     # Before any thread exists: libmilter's signal thread and our sigwait()s need these blocked.
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
-    if cfg.milter.workers == 1:
+    workers = cfg.milter.worker_count()  # "auto" is resolved here, once
+    if workers == 1:
         return _serve(cfg, config_path, engine)
     listener = open_listener(cfg)
     # Non-blocking: every worker polls the socket and all wake for one connection; those
@@ -161,12 +162,12 @@ def run(config_path: str) -> int:
     listener.setblocking(False)
     _drop_privileges(cfg)
     parent = os.getpid()
-    endpoint = metrics.start(cfg.metrics.listen, workers=cfg.milter.workers)
+    endpoint = metrics.start(cfg.metrics.listen, workers=workers)
     log.info(
-        "authmilter %s listening on %s with %d workers (authserv-id %s)",
+        "authmilter %s listening on %s with %s (authserv-id %s)",
         __version__,
         cfg.milter.socket,
-        cfg.milter.workers,
+        workers_text(cfg, workers),
         engine.authserv_id,
     )
 
@@ -189,7 +190,7 @@ def run(config_path: str) -> int:
                 os._exit(status)
         return pid
 
-    supervisor = Supervisor(cfg.milter.workers, spawn)
+    supervisor = Supervisor(workers, spawn)
     try:
         return supervisor.run()
     finally:
@@ -198,6 +199,12 @@ def run(config_path: str) -> int:
         if endpoint is not None:
             endpoint.close()
         log.info("authmilter stopped")
+
+
+def workers_text(cfg: Config, count: int) -> str:
+    """What the start-up line says about ``milter.workers``: "2 workers (auto)", "1 worker"."""
+    auto = " (auto)" if cfg.milter.workers == "auto" else ""
+    return f"{count} worker{'s' if count != 1 else ''}{auto}"
 
 
 def _fresh_engine(config_path: str, fallback: Engine) -> Engine:
@@ -239,9 +246,10 @@ def _serve(
         holder.swap(history.attach(engine)[0])
         endpoint = metrics.start(cfg.metrics.listen)
         log.info(
-            "authmilter %s listening on %s (authserv-id %s)",
+            "authmilter %s listening on %s with %s (authserv-id %s)",
             __version__,
             cfg.milter.socket,
+            workers_text(cfg, 1),
             engine.authserv_id,
         )
     else:

@@ -15,7 +15,10 @@ MAX_VALUE = 200  # characters of one untrusted value in the log
 
 def safe(text: str, limit: int = MAX_VALUE) -> str:
     """Printable, no space or ``=``; anything else becomes ``?``; at most ``limit`` chars."""
-    return "".join(c if c.isprintable() and c not in " =" else "?" for c in text[:limit])
+    text = text[:limit]
+    if text.isprintable() and " " not in text and "=" not in text:
+        return text  # the usual value: nothing to replace, no step per character
+    return "".join(c if c.isprintable() and c not in " =" else "?" for c in text)
 
 
 def result_pairs(results: AuthResults) -> tuple[tuple[str, str], ...]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from authmilter import logline, metrics, replies
+from authmilter import logline, logsetup, metrics, replies
 from authmilter.checks.dkim_body import BodyHasher
 from authmilter.decision import Action, Decision
 from authmilter.engine import Engine
@@ -43,7 +43,8 @@ class Session:
         self._reset()
 
     def _reset(self) -> None:
-        self.headers: list[HeaderField] = []
+        self.headers: list[HeaderField] = []  # filled at end of headers
+        self._fields: list[tuple[str, bytes]] = []  # as the header callbacks gave them
         self.hasher: BodyHasher | None = None
         self.spf: SpfResult | None = None
         self.iprev: IprevResult | None = None
@@ -94,20 +95,35 @@ class Session:
         return decision
 
     def header(self, name: str, value: bytes) -> None:
-        """One header field; ``value`` is what follows the colon, leading space included."""
-        self._guard("header", lambda: self.headers.append(HeaderField(name, to_crlf(value))), None)
+        """One header field; ``value`` is what follows the colon, leading space included.
+
+        Only kept here (one append per callback); made into :class:`HeaderField` values,
+        CRLF-normalised, once at end of headers.
+        """
+        self._fields.append((name, value))
 
     def end_of_headers(self) -> None:
         """The header block is complete: fix the body hashes to compute."""
+        if self._fields:
+            fields, self._fields = self._fields, []
+            self._guard("header", lambda: self.headers.extend(_header_fields(fields)), None)
         if self.hasher is None:
             self.hasher = self._guard("eoh", self._new_hasher, None)
 
     def body(self, chunk: bytes) -> None:
-        """A body chunk: hashed and dropped."""
-        self.end_of_headers()  # an MTA that sends no EOH: the headers end where the body starts
+        """A body chunk: hashed and dropped (nothing allocated here but the hash's work)."""
+        if self.hasher is None:  # an MTA that sends no EOH: the headers end at the body
+            self.end_of_headers()
         hasher = self.hasher
-        if hasher is not None:
-            self._guard("body", lambda: hasher.update(chunk), None)
+        if hasher is None or self.error:
+            return
+        started = time.perf_counter() if metrics.enabled() else 0.0
+        try:
+            hasher.update(chunk)
+        except Exception:  # noqa: BLE001  (logged with its traceback by _failed)
+            self._failed("body")
+        if started:
+            self._summed["body"] += time.perf_counter() - started
 
     def end_of_message(self, queue_id: str = "") -> Decision:
         """The decision for the message (logged); per-message state is reset afterwards."""
@@ -126,6 +142,7 @@ class Session:
             return decision
         finally:  # the results stay for the caller until the next MAIL FROM
             self.headers = []
+            self._fields = []
             self.hasher = None
 
     # ------------------------------------------------------------------ internals
@@ -159,15 +176,8 @@ class Session:
         started = time.perf_counter() if timed else 0.0
         try:
             return step()
-        except Exception:
-            self.error = stage
-            metrics.internal_error(stage)
-            log.exception(
-                "conn=%s qid=%s internal error in %s",
-                self.conn_id,
-                logline.safe(self.env.queue_id) or "-",
-                stage,
-            )
+        except Exception:  # noqa: BLE001  (logged with its traceback by _failed)
+            self._failed(stage)
             return default
         finally:
             if timed:
@@ -176,6 +186,17 @@ class Session:
                     self._summed[stage] += elapsed
                 else:
                     metrics.stage(stage, elapsed)
+
+    def _failed(self, stage: str) -> None:
+        """Record the first failure (call from an ``except`` block: logs the traceback)."""
+        self.error = stage
+        metrics.internal_error(stage)
+        log.exception(
+            "conn=%s qid=%s internal error in %s",
+            self.conn_id,
+            logline.safe(self.env.queue_id) or "-",
+            stage,
+        )
 
     def _count(self, decision: Decision) -> None:
         """The message's metrics; a failure here is logged, never the message's problem."""
@@ -216,4 +237,11 @@ class Session:
     def _log(self, pairs: tuple[tuple[str, str], ...]) -> None:
         ms = (time.monotonic() - self.started) * 1000
         self.last_line = logline.format_line(self.env, self.conn_id, pairs)
-        log.info("%s ms=%.1f", self.last_line, ms)
+        logsetup.info_line(f"{self.last_line} ms={ms:.1f}")
+
+
+def _header_fields(fields: list[tuple[str, bytes]]) -> list[HeaderField]:
+    """The header callbacks' (name, value) pairs as fields, folds normalised to CRLF."""
+    return [
+        HeaderField(name, to_crlf(value) if b"\n" in value else value) for name, value in fields
+    ]

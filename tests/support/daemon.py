@@ -7,7 +7,8 @@
         MilterClient(d.socket).open()
 
 The config is written as TOML (``milter.socket`` defaults to a socket in ``tmp_path``;
-``metrics.listen`` to "", so that no two daemons want the shipped default port 9431),
+``metrics.listen`` to "", so that no two daemons want the shipped default port 9431;
+``milter.workers`` to 1),
 the daemon is started with ``PYTHONPATH=<repo>/milter``, and the runner polls until the
 socket accepts connections. It is stopped with SIGTERM by its own PID (SIGKILL after a
 timeout).
@@ -157,8 +158,10 @@ class AuthmilterDaemon(Service):
         and ``{socket}`` in its items are substituted); used to self-test with a stand-in."""
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # One worker unless a test asks for more (the shipped default is "auto"): tests
+        # signal, count and read the log of the one process they started.
         default = {
-            "milter": {"socket": f"unix:{self.dir / 'authmilter.sock'}"},
+            "milter": {"socket": f"unix:{self.dir / 'authmilter.sock'}", "workers": 1},
             "metrics": {"listen": ""},
             # nothing recorded unless a test asks (never the packaged /var/lib path)
             "reports": {"history": ""},

@@ -17,7 +17,9 @@ Use::
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,6 +35,9 @@ HASHES = {"rsa-sha256": "sha256", "ed25519-sha256": "sha256", "rsa-sha1": "sha1"
 _CRLF = b"\r\n"
 _CRLF_BLOCK = _CRLF * 16384  # 32 KiB of empty lines, fed in pieces of this size
 _L_DIGITS = re.compile(rb"\d{1,16}\Z")
+_TAB_TO_SP = bytes.maketrans(b"\t", b" ")
+_SPACES = itertools.repeat(b" ")
+_JOIN_MAX = 4096  # parts joined at once (bytes.join holds 80 octets per part meanwhile)
 
 
 def parse_c(value: bytes | None) -> tuple[str, str] | None:
@@ -65,6 +70,25 @@ def spec_of(tags: dict[bytes, bytes]) -> BodySpec | None:
     return canon[1], algorithm, length
 
 
+_TAGS_KEPT = 2048  # octets: longer tag lists are parsed each time (the cache stays small)
+
+
+@functools.lru_cache(maxsize=128)  # 16 sessions x 5 signatures in flight, at most 256 KiB
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+    return tags
+
+
+def parse_tags(value: bytes) -> dict[bytes, bytes]:
+    """``dkim.util.parse_tag_value`` (same result, same exceptions), remembered for the values
+    in flight: a signature is parsed at end of headers (its body hash) and again at end of
+    message (its verification). A copy: the caller may change it."""
+    if len(value) > _TAGS_KEPT:
+        tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+        return tags
+    return dict(_tags(value))
+
+
 def body_specs(headers: Sequence[HeaderField], max_signatures: int) -> frozenset[BodySpec]:
     """Body hashes needed by the first ``max_signatures`` DKIM-Signature fields."""
     specs: set[BodySpec] = set()
@@ -76,7 +100,7 @@ def body_specs(headers: Sequence[HeaderField], max_signatures: int) -> frozenset
             continue
         seen += 1
         try:
-            tags = dkim.util.parse_tag_value(hf.value)
+            tags = parse_tags(hf.value)
         except (dkim.util.InvalidTagValueList, ValueError):
             continue
         spec = spec_of(tags)
@@ -220,11 +244,7 @@ class BodyHasher:
         text = data.rstrip(b" \t")
         # The WSP at the end (before a held CR, if any) may yet be followed by CRLF.
         self._wsp = len(text) < len(data)
-        if b"\t" in text:
-            text = text.replace(b"\t", b" ")
-        while b"  " in text:  # each pass halves every run: log2(longest run) passes
-            text = text.replace(b"  ", b" ")
-        self._relaxed[1].feed(text.replace(b" \r\n", _CRLF))
+        self._relaxed[1].feed(relax(text))
 
     def digests(self) -> tuple[BodyDigest, ...]:
         """Finish (no more updates) and return one digest per spec."""
@@ -241,6 +261,33 @@ class BodyHasher:
             out += self._relaxed[0].digests("relaxed")
         self._closed = tuple(out)
         return self._closed
+
+
+def relax(text: bytes) -> bytes:
+    """RFC 6376 3.4.4 a and b over whole lines: WSP runs become one SP, none before CRLF.
+
+    Whole-chunk operations only (their cost is a few scans of the chunk, never a Python
+    step per line): tabs by ``translate`` (after a ``memchr``), runs by one ``split`` and
+    ``join`` on two spaces, the space left before a CRLF by one ``split`` and ``join``.
+    The ``replace`` loop takes over for runs of three or more and for chunks with very
+    many places to change (``join`` would hold a buffer descriptor for each part).
+    """
+    if b"\t" in text:
+        text = text.translate(_TAB_TO_SP)
+    parts = text.split(b"  ")
+    if len(parts) > 1:
+        # A part that is empty or starts with SP was inside a run of 3 or more.
+        if len(parts) > _JOIN_MAX or b"" in parts or any(map(bytes.startswith, parts, _SPACES)):
+            while b"  " in text:  # each pass halves every run
+                text = text.replace(b"  ", b" ")
+        else:
+            text = b" ".join(parts)
+    parts = text.split(b" \r\n")
+    if len(parts) == 1:
+        return text  # the same object: nothing copied
+    if len(parts) > _JOIN_MAX:
+        return text.replace(b" \r\n", _CRLF)
+    return _CRLF.join(parts)
 
 
 def hash_body(body: bytes, specs: Iterable[BodySpec]) -> tuple[BodyDigest, ...]:

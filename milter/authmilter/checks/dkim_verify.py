@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import dkim.util
 
-from authmilter.checks.dkim_body import BodySpec, hash_body, parse_c, spec_of
+from authmilter.checks.dkim_body import BodySpec, hash_body, parse_c, parse_tags, spec_of
 from authmilter.checks.dkim_crypto import MIN_RSA_BITS, verify_signature
 from authmilter.checks.dkim_header import (
     CanonicalHeaders,
@@ -164,7 +164,7 @@ def verify_dkim(
 
 def _parse(hf: HeaderField) -> _Signature:
     try:
-        return _Signature(hf, tags=dkim.util.parse_tag_value(hf.value))
+        return _Signature(hf, tags=parse_tags(hf.value))
     except (dkim.util.InvalidTagValueList, ValueError) as exc:
         return _Signature(hf, error=f"bad tag list: {_short(exc)}")
 
