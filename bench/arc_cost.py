@@ -20,14 +20,12 @@ per round, the best round of each (``time.process_time`` of this process). The t
 from __future__ import annotations
 
 import argparse
-import base64
 import gc
 import ipaddress
 import time
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.support.keys import new_rsa_key
 
 from authmilter.config import from_dict
 from authmilter.engine import Engine
@@ -40,16 +38,8 @@ TIMESTAMP = 1_796_000_000
 
 
 def _key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
+    key = new_rsa_key()
+    return key.private, key.txt
 
 
 def _seal(message: bytes, domain: str, pem: bytes, instance: int) -> bytes:

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter import metrics
 from authmilter.config import from_dict
@@ -59,18 +57,10 @@ class CachedResolver:
 
 
 def _world(tmp: Path) -> tuple[Engine, list[tuple[bytes, str, str | None]]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    import base64
+    from tests.support.keys import new_rsa_key
 
-    record = f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
+    key = new_rsa_key()
+    pem, record = key.private, key.txt
     static = StaticResolver(
         {
             ("example.com", "TXT"): [f"v=spf1 ip4:{GOOD_IP} -all"],

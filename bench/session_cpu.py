@@ -18,7 +18,6 @@ The machine's other load makes single rounds noisy: compare medians of the same 
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import ipaddress
 import os
@@ -32,8 +31,7 @@ from typing import Any
 
 import dkim
 import Milter
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.support.keys import new_rsa_key
 
 from authmilter import metrics
 from authmilter.config import from_dict
@@ -73,22 +71,13 @@ class StubMilter(AuthMilter):
 
 def world() -> tuple[Engine, bytes]:
     """An engine over a static zone and a signed 2 KB message that passes everything."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    key = new_rsa_key()
+    pem = key.private
     static = StaticResolver(
         {
             ("example.com", "TXT"): [f"v=spf1 ip4:{GOOD_IP} -all"],
             ("_dmarc.example.com", "TXT"): ["v=DMARC1; p=reject"],
-            ("sel._domainkey.example.com", "TXT"): [
-                f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
-            ],
+            ("sel._domainkey.example.com", "TXT"): [key.txt],
         }
     )
     cfg = from_dict({"milter": {"authserv_id": "mx.bench"}, "trust": {"internal_hosts": []}})
