@@ -165,7 +165,7 @@ def render(data: dict[str, Any]) -> str:
     )
     _machine(w, data)
     _method(w, data)
-    _goals(w, ms, bool(data.get("quick")))
+    _goals(w, ms, bool(data.get("quick")), data)
     for name in ("RESULTS-notes.md", "RESULTS-faults.md", "RESULTS-soak.md"):
         hand_written = Path(__file__).with_name(name)  # notes; bench.faults; bench.soak
         if not data["quick"] and hand_written.exists():
@@ -234,8 +234,9 @@ def _method(w: Any, data: dict[str, Any]) -> None:
         "per message is the `DNS ms/msg` column."
     )
     w(
-        "- Verdicts: every reply's added headers are parsed (A-R `spf=`/`dkim=`/`dmarc=`, "
-        "Received-SPF, DKIM-Signature `a=`/`d=`); authmilter's runs are checked against the "
+        "- Verdicts: every reply's added headers are parsed (A-R `spf=`/`dkim=`/`dmarc=`/"
+        "`arc=`, Received-SPF, DKIM-Signature `a=`/`d=`); authmilter's runs are checked "
+        "against the "
         "intended verdict of the corpus (`unexpected`), and a sample of each signer's output "
         "is verified with dkimpy. Every target is held to the fields its milters deliver "
         "(opendkim: the action and dkim=; opendmarc: spf= and dmarc=; a signer: its "
@@ -251,7 +252,12 @@ def _method(w: Any, data: dict[str, Any]) -> None:
         "`p=reject` records. Inbound client 192.0.2.10 (SPF pass); signing client 192.0.2.20 "
         "with `{auth_authen}=alice` (authmilter signs because of the macro; opendkim and "
         "dkimpy-milter because 192.0.2.20 is in their InternalHosts: dkimpy-milter reads "
-        "MacroList at CONNECT, before Postfix sends `{auth_authen}`)."
+        "MacroList at CONNECT, before Postfix sends `{auth_authen}`). `inbound-2k-arc3`: the "
+        "DKIM-signed 2 KB message sealed by three sealers in turn (dkimpy `arc_sign`, three "
+        "seeded RSA-2048 keys published in the zone; each sealer adds its own A-R first), sent "
+        "from the inbound client; only authmilter reports `arc=` (pass), the references are "
+        "held to what they deliver. `authmilter-bare` (inbound-2k-rsa only) is the shipped "
+        'configuration with `reports.history = ""` and `metrics.listen = ""`.'
     )
     w(
         "- opendkim and dkimpy-milter need one instance per signing algorithm (opendkim's "
@@ -351,12 +357,27 @@ def goal_row(g: Goal, ms: list[dict[str, Any]], quick: bool = False) -> tuple[st
                 raise ValueError(f"unknown goal check {kind}")
     except _UnjudgedError as why:
         return str(why), "-"
-    if conc != g.conc:
-        texts.append(f"(quick run: c={conc})")
-    return ", ".join(texts), "yes" if met else "**no**"
+    quick_note = f" (quick run: c={conc})" if conc != g.conc else ""
+    return ", ".join(texts) + quick_note, "yes" if met else "**no**"
 
 
-def _goals(w: Any, ms: list[dict[str, Any]], quick: bool = False) -> None:
+def _not_started(g: Goal, text: str, data: dict[str, Any]) -> str:
+    """Why a target named in an unjudged row was not measured: its milter did not start."""
+    failed: dict[str, str] = data.get("failed") or {}
+    chains = next((s["targets"] for s in data.get("scenarios", []) if s["name"] == g.scenario), {})
+    why = [
+        f"{name}: {failed[name]}"
+        for target, chain in chains.items()
+        if text.startswith(f"{target} not measured")
+        for name in chain
+        if name in failed
+    ]
+    return f" ({'; '.join(why)})" if why else ""
+
+
+def _goals(
+    w: Any, ms: list[dict[str, Any]], quick: bool = False, data: dict[str, Any] | None = None
+) -> None:
     w("## Issue 15 targets\n")
     w(
         f"`{ME}` is the shipped configuration (workers auto, recording to SQLite, metrics on). "
@@ -368,6 +389,8 @@ def _goals(w: Any, ms: list[dict[str, Any]], quick: bool = False) -> None:
     w("|---|---|---|---|")
     for g in GOALS:
         text, met = goal_row(g, ms, quick)
+        if met == "-" and data is not None:
+            text += _not_started(g, text, data)
         w(f"| {g.label} | {g.target} | {text} | {met} |")
     w("")
 

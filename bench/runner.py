@@ -81,7 +81,8 @@ def scenarios(quick: bool = False) -> list[Scenario]:
             (4,) if quick else (16,),
             d2k,
             n2k,
-            "Inbound 2 KB, one RSA-2048 signature and a 3-set ARC chain (three RSA-2048 sealers)",
+            "Inbound 2 KB, one RSA-2048 signature, then a 3-set ARC chain (three RSA-2048 "
+            "sealers; about 7 KB with the ARC fields)",
             {**ok, "arc": "pass"},
         ),
         Scenario(
@@ -288,7 +289,7 @@ class Bench:
             spec = self.specs[name]
             binary = spec.argv[1] if spec.argv[1].startswith("/") else spec.argv[0]
             if not milters.have(binary):
-                self.failed[name] = f"{spec.argv[0]} not installed"
+                self.failed[name] = f"{binary} not installed"
                 return False
             proc = self.group.add(spec.proc(self.run_dir))
             try:

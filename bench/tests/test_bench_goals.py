@@ -198,10 +198,25 @@ def test_unmeasured_rows_say_so_and_quick_runs_use_their_concurrency() -> None:
     ]
     got = rows(quick, quick=True)
     assert got["ARC: inbound 2 KB with a 3-set chain, c=16"] == (
-        "1.33x (1.20 ms CPU/msg vs 0.90 ms in inbound-2k-rsa), (quick run: c=4)",
+        "1.33x (1.20 ms CPU/msg vs 0.90 ms in inbound-2k-rsa) (quick run: c=4)",
         "yes",
     )
     assert rows(quick)["ARC: inbound 2 KB with a 3-set chain, c=16"][1] == "-"  # not quick
+
+
+def test_an_unmeasured_row_names_the_milter_that_did_not_start() -> None:
+    ms = [m for m in full_run() if m["target"] != "opendkim+opendmarc"]
+    data = {
+        "failed": {"opendmarc": "opendmarc not installed"},
+        "scenarios": [{"name": "inbound-2k-rsa", "targets": _sc("inbound-2k-rsa").targets}],
+    }
+    lines: list[str] = []
+    report._goals(lines.append, ms, False, data)
+    row = next(x for x in lines if "opendkim + opendmarc chained" in x)
+    assert (
+        "| opendkim+opendmarc not measured (inbound-2k-rsa c=16) (opendmarc: opendmarc not" in row
+    )
+    assert row.endswith("| - |")
 
 
 def test_the_arc_verdict_is_parsed_from_the_added_authentication_results() -> None:
