@@ -49,6 +49,9 @@ AUTH_USER = "alice"
 RCPT = "rcpt@receiver.example"
 RSA_SELECTOR = "rsa2048"
 ED_SELECTOR = "ed25519"
+# ARC: three sealers (oldest first), each with an RSA-2048 key of its own under ARC_SELECTOR
+ARC_SEALERS = ("lists.arc-one.example", "fwd.arc-two.example", "mx.arc-three.example")
+ARC_SELECTOR = "arc2048"
 SPF_RECORD = "v=spf1 ip4:192.0.2.0/24 ip4:127.0.0.0/8 -all"  # 127/8: the Postfix run
 DMARC_RECORD = "v=DMARC1; p=reject"
 
@@ -88,6 +91,7 @@ class Spec:
     outbound: bool
     tamper: str = ""  # "", "body" or "header": break the signature after signing
     client_ip: str = ""
+    arc: int = 0  # ARC sets to seal the (signed) message with (ARC_SEALERS, oldest first)
 
 
 def default_specs(quick: bool = False) -> list[Spec]:
@@ -98,6 +102,7 @@ def default_specs(quick: bool = False) -> list[Spec]:
         Spec("inbound-100k-rsa", "100k", n100k, INBOUND_DOMAIN, (RSA_SELECTOR,), False),
         Spec("inbound-10m-rsa", "10m", n10m, INBOUND_DOMAIN, (RSA_SELECTOR,), False),
         Spec("inbound-2k-ed25519", "2k", n2k, INBOUND_DOMAIN, (ED_SELECTOR,), False),
+        Spec("inbound-2k-arc3", "2k", n2k, INBOUND_DOMAIN, (RSA_SELECTOR,), False, arc=3),
         Spec("sign-2k-rsa", "2k", n2k, SIGN_RSA_DOMAIN, (), True),
         Spec("sign-2k-ed25519", "2k", n2k, SIGN_ED_DOMAIN, (), True),
         Spec("sign-10m-rsa", "10m", n10m, SIGN_RSA_DOMAIN, (), True),
@@ -336,6 +341,31 @@ def sign(msg: bytes, key: KeyFiles) -> bytes:
     return bytes(sig) + msg
 
 
+def arc_seal(msg: bytes, key: KeyFiles) -> bytes:
+    """Prepend the sealer's Authentication-Results and the ARC set dkimpy ``arc_sign`` makes
+    for it (RFC 8617; cv=none for the first set, cv=pass after), sealed at ``SIGNED_AT``."""
+    instance = (b"\n" + msg.lower()).count(b"\narc-seal:") + 1
+    srv_id = f"hop{instance}.{key.domain}"
+    arc = "; arc=pass" if instance > 1 else ""  # dkimpy takes cv= from the sealer's A-R
+    results = (
+        f"Authentication-Results: {srv_id}; spf=pass smtp.mailfrom={INBOUND_DOMAIN};"
+        f" dkim=pass header.d={INBOUND_DOMAIN}; dmarc=pass header.from={INBOUND_DOMAIN}{arc}\r\n"
+    )
+    msg = results.encode() + msg
+    with fixed_time(SIGNED_AT):
+        fields = dkim.arc_sign(
+            msg,
+            key.selector.encode(),
+            key.domain.encode(),
+            Path(key.pem).read_bytes(),
+            srv_id.encode(),
+            timestamp=SIGNED_AT,
+        )
+    if not fields:
+        raise RuntimeError(f"dkimpy arc_sign made no ARC set for {key.domain}")
+    return b"".join(fields) + msg
+
+
 def tamper(msg: bytes, how: str) -> bytes:
     """Break a signed message after signing."""
     if how == "body":
@@ -383,6 +413,8 @@ def build(
         for d in (INBOUND_DOMAIN, SIGN_RSA_DOMAIN, SIGN_ED_DOMAIN)
         for s in (RSA_SELECTOR, ED_SELECTOR)
     }
+    for sealer in ARC_SEALERS:
+        keys[(sealer, ARC_SELECTOR)] = write_key(out, seed, sealer, ARC_SELECTOR)
     sets: dict[str, Any] = {}
     for spec in default_specs(quick) if specs is None else specs:
         setdir = out / "sets" / spec.name
@@ -394,6 +426,8 @@ def build(
             for selector in reversed(spec.sign):
                 msg = sign(msg, keys[(spec.domain, selector)])
             msg = tamper(msg, spec.tamper)
+            for sealer in ARC_SEALERS[: spec.arc]:
+                msg = arc_seal(msg, keys[(sealer, ARC_SELECTOR)])
             path = setdir / f"{i:03d}.eml"
             path.write_bytes(msg)
             files.append(str(path))
@@ -435,6 +469,7 @@ def _expect(spec: Spec) -> dict[str, str]:
         "dkim": "pass" if dkim_ok else ("fail" if spec.sign else "none"),
         "dmarc": dmarc,
         "action": "accept" if dmarc == "pass" else "reject",
+        "arc": "pass" if spec.arc else "none",
     }
 
 

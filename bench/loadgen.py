@@ -25,7 +25,7 @@ from typing import Any
 
 from tests.support.milterclient import MilterClient, Modification, Reply
 
-_RESULT = re.compile(r"(?:^|[;\s])(spf|dkim|dmarc)\s*=\s*([A-Za-z]+)")
+_RESULT = re.compile(r"(?:^|[;\s])(spf|dkim|dmarc|arc)\s*=\s*([A-Za-z]+)")
 _TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)")
 
 
@@ -52,6 +52,7 @@ class Verdict:
     dmarc: str = ""
     signatures: str = ""  # added DKIM-Signature headers as "a@d", comma-joined
     reply: str = ""  # SMTP reply text of a reject/tempfail
+    arc: str = ""  # arc= of the (first) added Authentication-Results
 
 
 @dataclass
@@ -104,7 +105,7 @@ def verdict_of(reply: Reply | None, added: Sequence[Modification], error: str = 
     """Reduce the replies of a message to a :class:`Verdict`."""
     if reply is None:
         return Verdict("error", reply=error[:80])
-    spf = dkim_words = dmarc = ""
+    spf = dkim_words = dmarc = arc = ""
     sigs = []
     for mod in added:
         name, text = mod.name.lower(), unfold(mod.value)
@@ -112,6 +113,7 @@ def verdict_of(reply: Reply | None, added: Sequence[Modification], error: str = 
             words = _RESULT.findall(text.partition(";")[2])
             spf = spf or next((w for m, w in words if m == "spf"), "")
             dmarc = dmarc or next((w for m, w in words if m == "dmarc"), "")
+            arc = arc or next((w for m, w in words if m == "arc"), "")
             found = [w.lower() for m, w in words if m == "dkim"]
             dkim_words = ",".join(filter(None, [dkim_words, *found]))
         elif name == "received-spf" and not spf:
@@ -121,7 +123,9 @@ def verdict_of(reply: Reply | None, added: Sequence[Modification], error: str = 
             sigs.append(f"{tags.get('a', '?')}@{tags.get('d', '?')}")
     action = reply.smtp_class
     text = reply.text.strip() if action in ("reject", "tempfail") else ""
-    return Verdict(action, spf.lower(), dkim_words, dmarc.lower(), ",".join(sigs), text[:80])
+    return Verdict(
+        action, spf.lower(), dkim_words, dmarc.lower(), ",".join(sigs), text[:80], arc.lower()
+    )
 
 
 def send_chain(

@@ -63,7 +63,9 @@ class MilterSpec:
 
 
 # Targets: name -> chain of milter names, and what they are compared on. "authmilter" is
-# the shipped configuration (milter.workers = "auto"); "authmilter-1w" one worker. "floor" is
+# the shipped configuration (milter.workers = "auto", recording to SQLite, metrics on);
+# "authmilter-1w" the same with one worker; "authmilter-bare" (BARE_TARGETS, in the
+# inbound-2k-rsa scenario only) the shipped configuration without recording and metrics. "floor" is
 # the least a pymilter milter can do (every callback, one header added at end of message);
 # "null" adds nothing.
 INBOUND_TARGETS: dict[str, tuple[str, ...]] = {
@@ -77,6 +79,7 @@ INBOUND_TARGETS: dict[str, tuple[str, ...]] = {
     "floor": ("floor",),
     "null": ("null",),
 }
+BARE_TARGETS: dict[str, tuple[str, ...]] = {"authmilter-bare": ("authmilter-bare",)}
 SIGN_TARGETS: dict[str, tuple[str, ...]] = {
     "authmilter": ("authmilter",),
     "authmilter-1w": ("authmilter-1w",),
@@ -90,14 +93,16 @@ SIGN_ED_TARGETS = {
     "opendkim": ("opendkim-sign-ed",),
     "dkimpy-milter": ("dkimpy-sign-ed",),
 }
-AUTHMILTERS = ("authmilter", "authmilter-1w")  # the targets measured against the others
+# the targets measured against the others
+AUTHMILTERS = ("authmilter", "authmilter-1w", "authmilter-bare")
 
 # The verdict fields each milter must deliver (a chain: the union). A scenario expects
 # values for some fields (runner.Scenario.expect); a target is held to those it checks.
-ALL_FIELDS = frozenset({"action", "spf", "dkim", "dmarc", "signatures"})
+ALL_FIELDS = frozenset({"action", "spf", "dkim", "dmarc", "arc", "signatures"})
 CHECKS: dict[str, frozenset[str]] = {
     "authmilter": ALL_FIELDS,
     "authmilter-1w": ALL_FIELDS,
+    "authmilter-bare": ALL_FIELDS,
     "opendkim-verify": frozenset({"action", "dkim"}),
     "opendkim-sign": frozenset({"action", "signatures"}),
     "opendkim-sign-ed": frozenset({"action", "signatures"}),
@@ -220,6 +225,9 @@ def build_specs(
     specs = [
         _authmilter(run_dir, sockets, python, rsa=rsa, ed=ed, log_level=log_level, workers="auto"),
         _authmilter(run_dir, sockets, python, rsa=rsa, ed=ed, log_level=log_level, workers=1),
+        _authmilter(
+            run_dir, sockets, python, rsa=rsa, ed=ed, log_level=log_level, workers="auto", bare=True
+        ),
         _opendkim_verify(run_dir, sockets),
         _opendkim_sign(run_dir, sockets, rsa, ""),
         _opendkim_sign(run_dir, sockets, ed, "-ed"),
@@ -295,8 +303,12 @@ def _authmilter(
     ed: dict[str, str],
     log_level: str,
     workers: int | str,
+    bare: bool = False,
 ) -> MilterSpec:
+    """authmilter as shipped (recording to SQLite, metrics on); ``bare``: neither."""
     name = "authmilter" if workers == "auto" else f"authmilter-{workers}w"
+    if bare:
+        name += "-bare"
     sock = sockets / f"{name}.sock"
     cfg = _write(
         run_dir / f"{name}.toml",
@@ -306,8 +318,9 @@ def _authmilter(
             log_level=log_level,
             socket=str(sock),
             workers=workers,
-            metrics_listen=f"127.0.0.1:{free_port()}",  # on, as shipped
-            history=f"sqlite:///{run_dir / name}-history.db",  # recording on, as shipped
+            metrics_listen="" if bare else f"127.0.0.1:{free_port()}",  # on, as shipped
+            # recording on, as shipped
+            history="" if bare else f"sqlite:///{run_dir / name}-history.db",
         ),
     )
     env = {"PYTHONPATH": f"{REPO / 'milter'}"}
