@@ -166,8 +166,14 @@ def render(data: dict[str, Any]) -> str:
     _machine(w, data)
     _method(w, data)
     _goals(w, ms, bool(data.get("quick")), data)
-    for name in ("RESULTS-notes.md", "RESULTS-faults.md", "RESULTS-soak.md"):
-        hand_written = Path(__file__).with_name(name)  # notes; bench.faults; bench.soak
+    for name in (
+        "RESULTS-notes.md",
+        "RESULTS-faults.md",
+        "RESULTS-soak.md",
+        "RESULTS-inprocess.md",
+    ):
+        # notes; bench.faults; bench.soak; metrics_overhead, arc_cost, history_bench, ...
+        hand_written = Path(__file__).with_name(name)
         if not data["quick"] and hand_written.exists():
             w(hand_written.read_text(encoding="utf-8"))
     for sc in data["scenarios"]:
