@@ -137,7 +137,7 @@ def session_cost(tmp: Path, messages: int, rounds: int) -> tuple[float, float, i
     return best["off"] * 1e6, best["on"] * 1e6, recorder.stored
 
 
-def daemon_run(history: bool, count: int) -> tuple[float, float, int]:
+def daemon_run(history: bool, count: int, workers: int = 1) -> tuple[float, float, int]:
     """(CPU s per message, messages/s, rows stored) of a real daemon over ``count`` messages."""
     from tests.integration.test_daemon import BAD_IP, config, example_zone, send, signed
     from tests.support.daemon import AuthmilterDaemon
@@ -150,7 +150,9 @@ def daemon_run(history: bool, count: int) -> tuple[float, float, int]:
         DnsServer(example_zone(key)) as dns,
     ):
         dsn = f"sqlite:///{tmp}/history.db" if history else ""
-        cfg = config(dns, reports={"history": dsn}, milter={"log_level": "warning"})
+        cfg = config(
+            dns, reports={"history": dsn}, milter={"log_level": "warning", "workers": workers}
+        )
         cfg["dns"]["cache_size"] = 20000
         with AuthmilterDaemon(Path(tmp) / "d", cfg) as daemon:
             good = signed(key)
@@ -170,13 +172,13 @@ def daemon_run(history: bool, count: int) -> tuple[float, float, int]:
     return used / count, count / wall, stored
 
 
-def daemon_main(count: int, rounds: int) -> None:
+def daemon_main(count: int, rounds: int, workers: int = 1) -> None:
     import statistics
 
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(rounds):
         for on in (False, True):
-            cpu, rate, stored = daemon_run(on, count)
+            cpu, rate, stored = daemon_run(on, count, workers)
             if on:
                 assert stored == count + 20, stored
             runs[on].append((cpu, rate))
@@ -184,7 +186,8 @@ def daemon_main(count: int, rounds: int) -> None:
         cpu = statistics.median(c for c, _ in runs[on])
         rate = statistics.median(r for _, r in runs[on])
         print(
-            f"daemon, history {'sqlite' if on else 'off'}: {cpu * 1e6:.0f} µs CPU/message, "
+            f"daemon ({workers} worker(s)), history {'sqlite' if on else 'off'}: "
+            f"{cpu * 1e6:.0f} µs CPU/message, "
             f"{rate:.0f} messages/s (one connection at a time)"
         )
 
@@ -197,9 +200,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--daemon", type=int, default=0, help="messages per daemon run")
+    parser.add_argument("--workers", type=int, default=1, help="milter.workers of the daemon")
     args = parser.parse_args()
     if args.daemon:
-        daemon_main(args.daemon, args.rounds)
+        daemon_main(args.daemon, args.rounds, args.workers)
         return
     backends = args.backends.split(",")
     cluster = None
