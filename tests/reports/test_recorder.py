@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from tests.support.postgres import PostgresCluster
 REPORTS = ReportsConfig(queue_size=100)
 
 
+@functools.cache  # signed once: two runs compared must see the same bytes (t= ticks)
 def messages() -> list[tuple[bytes, str]]:
     """Six messages: DMARC pass, fail (rejected), and a domain without a record."""
     signed = sign(simple_message(), "example.com", "rsa")
