@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import dkim.util
 
 from authmilter.checks.dkim_body import BodySpec, spec_of
+from authmilter.checks.taglist import parse_tag_list
 from authmilter.model import HeaderField
 
 MAX_SETS = 50  # RFC 8617 5.2 step 1
@@ -137,7 +138,7 @@ def _parse(kind: str, hf: HeaderField) -> tuple[int, dict[bytes, bytes]]:
 
 def _tags(kind: str, hf: HeaderField) -> dict[bytes, bytes]:
     try:
-        return dict(dkim.util.parse_tag_value(hf.value))
+        return parse_tag_list(hf.value)
     except (dkim.util.InvalidTagValueList, ValueError):
         raise ChainError(f"{kind} has a malformed tag list") from None
 

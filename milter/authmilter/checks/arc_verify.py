@@ -28,7 +28,6 @@ unexpected exception                        permerror "internal error" (logged)
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import logging
 import re
@@ -57,6 +56,7 @@ from authmilter.checks.dkim_header import (
 )
 from authmilter.checks.dkim_key import KeyProblem, SignatureFacts, a_label, fetch_key, load_key
 from authmilter.checks.dkim_verify import FUTURE_SLACK, KEY_TIMEOUT, MAX_HEADER_DATA
+from authmilter.checks.taglist import decode_base64, is_base64
 from authmilter.config import MAX_SIGNED_FIELDS
 from authmilter.dnsresolver import Resolver
 from authmilter.model import BodyDigest, HeaderField, Transaction
@@ -70,8 +70,6 @@ AMS_TAGS = (b"i", b"a", b"b", b"bh", b"d", b"h", b"s")
 SEAL_TAGS = (b"i", b"a", b"b", b"cv", b"d", b"s")
 _CRLF = b"\r\n"
 _DIGITS = re.compile(rb"\s*\d{1,16}\s*\Z")
-_BASE64 = re.compile(rb"[\s0-9A-Za-z+/]+[\s=]*\Z")
-_SPACE = re.compile(rb"\s+")
 _H_SPLIT = re.compile(rb"\s*:\s*")
 
 
@@ -176,14 +174,14 @@ class _Checker:
             raise _Invalid(Result.FAIL, "h= signs ARC-Seal (RFC 8617 4.1.2)")
         if len(signed) > MAX_SIGNED_FIELDS:
             raise _Invalid(Result.FAIL, f"h= lists more than {MAX_SIGNED_FIELDS} fields")
-        if not _is_base64(tags[b"bh"]):
+        if not is_base64(tags[b"bh"]):
             raise _Invalid(Result.FAIL, "bh= value is not valid base64")
         canon = parse_c(tags.get(b"c", ARC_CANON))
         spec = ams_spec(tags)
         if canon is None or spec is None:
             raise _Invalid(Result.FAIL, "invalid c= or l= value")
         digest = self.digest(spec)
-        if digest.digest != _b64(tags[b"bh"]):  # before the key: an altered body costs no DNS
+        if digest.digest != decode_base64(tags[b"bh"]):  # before the key: no DNS for a bad body
             raise _Invalid(Result.FAIL, "body hash mismatch")
         key = self.key(tags)
         if digest.length is not None and digest.length < digest.canonical_length:
@@ -197,7 +195,7 @@ class _Checker:
             data = self.headers.signed_data(canon[0], tags[b"h"], s.ams)
         except HeaderBudgetError:
             raise _Invalid(Result.FAIL, "signed header data over the budget") from None
-        if not verify_signature(key, digest.algorithm, _b64(tags[b"b"]), data):
+        if not verify_signature(key, digest.algorithm, decode_base64(tags[b"b"]), data):
             raise _Invalid(Result.FAIL, "signature did not verify")
 
     def seal(self, s: ArcSet, sets: tuple[ArcSet, ...]) -> None:
@@ -215,7 +213,7 @@ class _Checker:
         if self.seal_bytes + size > MAX_HEADER_DATA:
             raise _Invalid(Result.FAIL, "ARC header data over the budget")
         self.seal_bytes += size
-        if not verify_signature(key, "sha256", _b64(tags[b"b"]), b"".join(parts)):
+        if not verify_signature(key, "sha256", decode_base64(tags[b"b"]), b"".join(parts)):
             raise _Invalid(Result.FAIL, "signature did not verify")
 
     # ------------------------------------------------------------------ parts
@@ -277,7 +275,7 @@ def _common(tags: dict[bytes, bytes], mandatory: tuple[bytes, ...], now: float) 
             raise _Invalid(Result.FAIL, f"missing tag {tag.decode()}=")
     if _text(tags[b"a"]).lower() not in ALGORITHMS:
         raise _Invalid(Result.FAIL, "unsupported algorithm")
-    if not _is_base64(tags[b"b"]):
+    if not is_base64(tags[b"b"]):
         raise _Invalid(Result.FAIL, "b= value is not valid base64")
     for tag in (b"t", b"x"):
         if tag in tags and not _DIGITS.match(tags[tag]):
@@ -296,17 +294,6 @@ def _sealer(s: ArcSet) -> ArcSealer:
         selector=_text(s.seal_tags.get(b"s", b"")),
         result=Result.NONE,  # not checked (yet)
     )
-
-
-def _is_base64(value: bytes) -> bool:
-    return bool(_BASE64.match(value)) and len(_SPACE.sub(b"", value)) % 4 == 0
-
-
-def _b64(value: bytes) -> bytes:
-    try:
-        return binascii.a2b_base64(_SPACE.sub(b"", value))
-    except binascii.Error:
-        return b""
 
 
 def _without_name(reason: str) -> str:

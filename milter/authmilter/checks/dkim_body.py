@@ -26,6 +26,7 @@ from typing import Any
 
 import dkim.util
 
+from authmilter.checks.taglist import parse_tag_list
 from authmilter.model import BodyDigest, HeaderField
 
 BodySpec = tuple[str, str, int | None]  # (canon, algorithm, l= or None)
@@ -75,16 +76,16 @@ _TAGS_KEPT = 2048  # octets: longer tag lists are parsed each time (the cache st
 
 @functools.lru_cache(maxsize=128)  # 16 sessions x 5 signatures in flight, at most 256 KiB
 def _tags(value: bytes) -> dict[bytes, bytes]:
-    tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+    tags: dict[bytes, bytes] = parse_tag_list(value)
     return tags
 
 
 def parse_tags(value: bytes) -> dict[bytes, bytes]:
-    """``dkim.util.parse_tag_value`` (same result, same exceptions), remembered for the values
+    """The tags of a tag list (:func:`~.taglist.parse_tag_list`), remembered for the values
     in flight: a signature is parsed at end of headers (its body hash) and again at end of
     message (its verification). A copy: the caller may change it."""
     if len(value) > _TAGS_KEPT:
-        tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+        tags: dict[bytes, bytes] = parse_tag_list(value)
         return tags
     return dict(_tags(value))
 

@@ -16,6 +16,7 @@ import dkim.util
 
 from authmilter import idn
 from authmilter.checks.dkim_crypto import KeyFormatError, PublicKey, load_public_key
+from authmilter.checks.taglist import parse_tag_list
 from authmilter.dnsresolver import Resolver
 from authmilter.errors import DnsTempError
 from authmilter.results import Result
@@ -107,7 +108,7 @@ def _load_key(name: str, record: bytes, sig: SignatureFacts, min_rsa_bits: int) 
 def parse_key_record(record: bytes) -> dict[bytes, bytes]:
     """The tags of a key record (RFC 6376 3.2, dkimpy's parser); KeyProblem when malformed."""
     try:
-        return dict(dkim.util.parse_tag_value(record))
+        return parse_tag_list(record)
     except dkim.util.InvalidTagValueList as exc:
         raise KeyProblem(Result.PERMERROR, f"bad key record syntax: {_text(exc)}") from None
 

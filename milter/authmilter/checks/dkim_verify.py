@@ -35,7 +35,6 @@ unexpected exception                   permerror (exception text, logged)
 
 from __future__ import annotations
 
-import binascii
 import logging
 import re
 import time
@@ -57,6 +56,7 @@ from authmilter.checks.dkim_key import (
     fetch_key,
     load_key,
 )
+from authmilter.checks.taglist import decode_base64, is_base64
 from authmilter.config import MAX_SIGNED_FIELDS, DkimConfig
 from authmilter.dnsresolver import Resolver
 from authmilter.model import BodyDigest, HeaderField, Transaction
@@ -76,8 +76,6 @@ MAX_HEADER_DATA = 4 * 1024 * 1024
 MANDATORY_TAGS = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
 KNOWN_ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 _DIGITS = re.compile(rb"\d{1,16}\Z")
-_BASE64 = re.compile(rb"[\s0-9A-Za-z+/]+[\s=]*\Z")
-_SPACE = re.compile(rb"\s+")
 
 
 @dataclass(slots=True)
@@ -192,7 +190,7 @@ def _precheck(
         return sig.result(Result.PERMERROR, "bad d= or s= (not a domain name)")
     for tag in (b"b", b"bh"):
         value = sig.tags[tag]
-        if not _BASE64.match(value) or len(_SPACE.sub(b"", value)) % 4:
+        if not is_base64(value):
             return sig.result(Result.PERMERROR, f"{tag.decode()}= value is not valid base64")
     if parse_c(sig.tags.get(b"c")) is None:
         return sig.result(Result.PERMERROR, f"invalid c= value: {sig.text(b'c')}")
@@ -298,14 +296,14 @@ def _verify_one(  # noqa: PLR0917  (internal helper; every argument is needed)
         key = load_key(key_name, record, facts, min_bits)
     except KeyProblem as problem:
         return sig.result(problem.result, problem.reason, key_bits=problem.key_bits)
-    if digest.digest != _b64(sig.tags[b"bh"]):
+    if digest.digest != decode_base64(sig.tags[b"bh"]):
         return sig.result(Result.FAIL, "body hash mismatch", key_bits=key.bits)
     header_canon = (parse_c(sig.tags.get(b"c")) or ("simple", "simple"))[0]
     try:
         data = headers.signed_data(header_canon, sig.tags[b"h"], sig.header)
     except HeaderBudgetError as exc:
         return sig.result(Result.POLICY, str(exc), key_bits=key.bits)
-    if not verify_signature(key, digest.algorithm, _b64(sig.tags[b"b"]), data):
+    if not verify_signature(key, digest.algorithm, decode_base64(sig.tags[b"b"]), data):
         return sig.result(Result.FAIL, "signature did not verify", key_bits=key.bits)
     if digest.length is not None:
         signed, total = digest.length, digest.canonical_length
@@ -317,14 +315,6 @@ def _verify_one(  # noqa: PLR0917  (internal helper; every argument is needed)
         reason = f"l= signs the whole body ({signed} bytes)"
         return sig.result(Result.PASS, reason, key_bits=key.bits, body_length=signed)
     return sig.result(Result.PASS, "", key_bits=key.bits)
-
-
-def _b64(value: bytes) -> bytes:
-    """A b= / bh= value decoded (checked by _precheck); b"" when it still does not decode."""
-    try:
-        return binascii.a2b_base64(_SPACE.sub(b"", value))
-    except binascii.Error:
-        return b""
 
 
 def _short(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ import dkim.util
 from authmilter.checks.arc_chain import AAR, AMS, KINDS, MAX_SETS, SEAL, arc_fields, collect
 from authmilter.checks.dkim_body import BodySpec
 from authmilter.checks.dkim_header import relaxed_name, relaxed_value, strip_b_value
+from authmilter.checks.taglist import parse_tag_list
 from authmilter.config import ArcConfig
 from authmilter.errors import ConfigError
 from authmilter.model import HeaderField
@@ -77,7 +78,7 @@ def instance_of(kind: str, hf: HeaderField) -> int | None:
         m = _AAR_INSTANCE.match(relaxed_value(hf.value))
         return int(m.group(1)) if m else None
     try:
-        raw = dkim.util.parse_tag_value(relaxed_value(hf.value)).get(b"i", b"")
+        raw = parse_tag_list(relaxed_value(hf.value)).get(b"i", b"")
     except (dkim.util.InvalidTagValueList, ValueError):
         return None
     return int(raw) if raw.strip().isdigit() and len(raw.strip()) < 10 else None

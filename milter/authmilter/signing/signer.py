@@ -23,6 +23,7 @@ from authmilter import metrics
 from authmilter.checks.dkim_body import BodySpec, hash_body
 from authmilter.checks.dkim_header import CanonicalHeaders
 from authmilter.checks.fromfield import FromSyntaxError, parse_mailboxes
+from authmilter.checks.taglist import parse_tag_list
 from authmilter.config import SigningConfig
 from authmilter.decision import HeaderEdit
 from authmilter.errors import ConfigError
@@ -376,7 +377,7 @@ def existing_signatures(headers: Sequence[HeaderField]) -> set[tuple[str, str]]:
     for h in headers:
         if h.is_named(SIGNATURE_FIELD):
             try:
-                tags = dkim.util.parse_tag_value(h.value)
+                tags = parse_tag_list(h.value)
             except dkim.util.InvalidTagValueList:
                 continue
             d, s = tags.get(b"d"), tags.get(b"s")
