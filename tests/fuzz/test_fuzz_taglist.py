@@ -6,6 +6,7 @@ regular expression ``strip_b_value`` used before (``_OLD_B_TAG``).
 
 from __future__ import annotations
 
+import binascii
 import re
 
 import dkim.util
@@ -58,8 +59,6 @@ def test_base64_checks_are_the_regex_checks(value: bytes) -> None:
     assert is_base64(value) == (bool(_OLD_BASE64.match(value)) and len(compact) % 4 == 0)
     if is_base64(value):
         try:
-            import binascii  # noqa: PLC0415
-
             expected = binascii.a2b_base64(compact)
         except binascii.Error:
             expected = b""

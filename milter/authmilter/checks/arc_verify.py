@@ -50,9 +50,8 @@ from authmilter.checks.dkim_header import (
     CanonicalHeaders,
     HeaderBudgetError,
     HeaderFormatError,
-    relaxed_name,
-    relaxed_value,
-    strip_b_value,
+    relaxed_field,
+    relaxed_signature,
 )
 from authmilter.checks.dkim_key import KeyProblem, SignatureFacts, a_label, fetch_key, load_key
 from authmilter.checks.dkim_verify import FUTURE_SLACK, KEY_TIMEOUT, MAX_HEADER_DATA
@@ -68,7 +67,6 @@ ALGORITHMS = ("rsa-sha256", "ed25519-sha256")  # RFC 8617 names rsa-sha256; Ed25
 MAX_KEY_LOOKUPS = 16  # distinct key records per chain (each a DNS lookup, through the cache)
 AMS_TAGS = (b"i", b"a", b"b", b"bh", b"d", b"h", b"s")
 SEAL_TAGS = (b"i", b"a", b"b", b"cv", b"d", b"s")
-_CRLF = b"\r\n"
 _DIGITS = re.compile(rb"\s*\d{1,16}\s*\Z")
 _H_SPLIT = re.compile(rb"\s*:\s*")
 
@@ -207,8 +205,7 @@ class _Checker:
         for older in sets[: s.instance - 1]:
             parts += (self.relaxed(hf) for hf in older.fields())
         parts += (self.relaxed(s.aar), self.relaxed(s.ams))
-        raw_name = s.seal.name.encode("ascii", "surrogateescape")
-        parts += (relaxed_name(raw_name), b":", relaxed_value(strip_b_value(s.seal.value)))
+        parts.append(relaxed_signature(s.seal))
         size = sum(map(len, parts))
         if self.seal_bytes + size > MAX_HEADER_DATA:
             raise _Invalid(Result.FAIL, "ARC header data over the budget")
@@ -222,8 +219,7 @@ class _Checker:
         """One field, relaxed canonicalisation, with its CRLF (once per field)."""
         done = self.canonical.get(id(hf))
         if done is None:
-            name = relaxed_name(hf.name.encode("ascii", "surrogateescape"))
-            done = self.canonical[id(hf)] = name + b":" + relaxed_value(hf.value) + _CRLF
+            done = self.canonical[id(hf)] = relaxed_field(hf)
         return done
 
     def digest(self, spec: BodySpec) -> BodyDigest:

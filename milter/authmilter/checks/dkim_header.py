@@ -104,17 +104,33 @@ class CanonicalHeaders:
             if n < len(positions):
                 taken[name] = n + 1
                 out += (fields[positions[n]][0], b":", fields[positions[n]][1])
-        value = strip_b_value(signature.value)
-        raw_name = signature.name.encode("ascii", "surrogateescape")
         if canon == "relaxed":
-            out += (relaxed_name(raw_name), b":", relaxed_value(value))
+            out.append(relaxed_signature(signature))
         else:
-            out += (raw_name, b":", value.rstrip())
+            raw_name = signature.name.encode("ascii", "surrogateescape")
+            out += (raw_name, b":", strip_b_value(signature.value).rstrip())
         size = sum(map(len, out))
         if self.max_bytes is not None and self.hashed + size > self.max_bytes:
             raise HeaderBudgetError(size, self.max_bytes - self.hashed, self.max_bytes)
         self.hashed += size
         return b"".join(out)
+
+
+def relaxed_field(hf: HeaderField) -> bytes:
+    """One field under relaxed canonicalisation, with its CRLF (as a signature covers it)."""
+    return (
+        relaxed_name(hf.name.encode("ascii", "surrogateescape"))
+        + b":"
+        + relaxed_value(hf.value)
+        + _CRLF
+    )
+
+
+def relaxed_signature(hf: HeaderField) -> bytes:
+    """A signature or seal field relaxed, with ``b=`` empty and no CRLF: the last part of
+    what it signs (RFC 6376 3.7, RFC 8617 5.1.1)."""
+    name = relaxed_name(hf.name.encode("ascii", "surrogateescape"))
+    return name + b":" + relaxed_value(strip_b_value(hf.value))
 
 
 def relaxed_name(name: bytes) -> bytes:

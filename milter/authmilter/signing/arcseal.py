@@ -34,7 +34,7 @@ import dkim.util
 
 from authmilter.checks.arc_chain import AAR, AMS, KINDS, MAX_SETS, SEAL, arc_fields, collect
 from authmilter.checks.dkim_body import BodySpec
-from authmilter.checks.dkim_header import relaxed_name, relaxed_value, strip_b_value
+from authmilter.checks.dkim_header import relaxed_field, relaxed_signature, relaxed_value
 from authmilter.checks.taglist import parse_tag_list
 from authmilter.config import ArcConfig
 from authmilter.errors import ConfigError
@@ -60,7 +60,6 @@ DEFAULT_SEAL_HEADERS: tuple[str, ...] = (
 # never in the AMS h=: the ARC fields themselves (4.1.2)
 FORBIDDEN_HEADERS = frozenset(k.lower() for k in KINDS)
 _AAR_INSTANCE = re.compile(rb"\A\s*i\s*=\s*(\d{1,9})\s*;")
-_CRLF = b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +222,4 @@ def aar_value(instance: int, auth_results: str) -> str:
 
 def seal_input(fields: Sequence[HeaderField], seal: HeaderField) -> bytes:
     """RFC 8617 5.1.1: the fields relaxed, then the seal (b= empty) without its CRLF."""
-    out = [relaxed_name(_name(f)) + b":" + relaxed_value(f.value) + _CRLF for f in fields]
-    out.append(relaxed_name(_name(seal)) + b":" + relaxed_value(strip_b_value(seal.value)))
-    return b"".join(out)
-
-
-def _name(hf: HeaderField) -> bytes:
-    return hf.name.encode("ascii", "surrogateescape")
+    return b"".join(map(relaxed_field, fields)) + relaxed_signature(seal)
