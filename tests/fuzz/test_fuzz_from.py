@@ -4,15 +4,18 @@ FromSyntaxError."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from email import policy
 from email.errors import HeaderParseError
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from authmilter.checks import fromfield
 from authmilter.checks.fromfield import FromSyntaxError, parse_from, parse_mailboxes
 from authmilter.model import HeaderField, Transaction
 from authmilter.results import FromStatus
+from tests.checks.fromfield_oracle import old_tokenize, old_unfold
 from tests.fuzz.strategies import domain, dot_atom, hostile_bytes
 
 DISPLAY = st.text("abcdefghijklmnopqrstuvwxyz ABC.,@<>\"'()\\:;", max_size=20)
@@ -62,3 +65,22 @@ def test_when_both_parsers_see_one_address_they_see_one_domain(value: bytes) -> 
         return
     theirs = addresses[0].domain.lower().rstrip(".")
     assert theirs in (ours[0].domain, ours[0].domain.encode().decode("idna")), (value, ours)
+
+
+def _outcome(
+    unfold: Callable[[bytes], str], tokenize: Callable[..., object], value: bytes
+) -> object:
+    try:
+        comments: list[str] = []
+        return tokenize(unfold(value), comments), comments
+    except FromSyntaxError as exc:
+        return str(exc)
+
+
+@given(hostile_bytes)
+@example(b"Alice \x7f <a@b.example>")
+@example("Bob \u0085 <a@b.example>".encode())
+@example(b'a\tb.c@d.example (x) , "q" <e@[1.2.3.4]>')
+def test_tokens_and_errors_are_those_of_the_character_loops(value: bytes) -> None:
+    ours = _outcome(fromfield._unfold, fromfield._tokenize, value)
+    assert ours == _outcome(old_unfold, old_tokenize, value)

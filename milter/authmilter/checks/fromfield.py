@@ -11,6 +11,7 @@ Domains come back lower-case in A-label form (``bücher.example`` -> ``xn--bcher
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -19,6 +20,8 @@ from authmilter.model import HeaderField, Transaction
 from authmilter.results import FromField, FromStatus
 
 _SPECIALS = frozenset('<>@,;:."[]\\()')
+_ATOM_RUN = re.compile(r'[^<>@,;:."\[\]\\() \t]+')  # up to a special or white space
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but TAB, DEL, C1
 
 
 class FromSyntaxError(ValueError):
@@ -64,9 +67,9 @@ def _unfold(value: bytes) -> str:
         text = b"".join(lines).decode("utf-8")
     except UnicodeDecodeError:
         raise FromSyntaxError("not valid UTF-8") from None
-    for c in text:
-        if (ord(c) < 0x20 and c != "\t") or 0x7F <= ord(c) < 0xA0:
-            raise FromSyntaxError(f"control character U+{ord(c):04X}")
+    control = _CONTROL.search(text)
+    if control:
+        raise FromSyntaxError(f"control character U+{ord(control.group()):04X}")
     return text
 
 
@@ -100,11 +103,10 @@ def _tokenize(text: str, comments: list[str] | None = None) -> list[_Token]:
             spaced = False
             i += 1
         else:
-            start = i
-            while i < n and text[i] not in _SPECIALS and text[i] not in " \t":
-                i += 1
-            tokens.append(_Token(_Kind.ATOM, text[start:i], spaced))
-            spaced = False
+            atom = _ATOM_RUN.match(text, i)  # c is not special: at least c
+            end = atom.end() if atom else i + 1
+            tokens.append(_Token(_Kind.ATOM, text[i:end], spaced))
+            i, spaced = end, False
     return tokens
 
 
