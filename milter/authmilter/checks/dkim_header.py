@@ -16,14 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from authmilter.checks.taglist import WHITESPACE
 from authmilter.model import HeaderField
 
 _CRLF = b"\r\n"
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")  # RFC 5322 ftext
 _H_SPLIT = re.compile(rb"\s*:\s*")
-_B_START = re.compile(rb"\s*b\s*=")  # a tag named b, at the start of a tag spec
-_B_RUN = re.compile(rb"[\sA-Za-z0-9+/=]*")  # base64 and white space
+# a tag spec named b; group 1: its value up to the last base64 character
+_B_TAG = re.compile(rb"\s*b\s*=((?:[\sA-Za-z0-9+/=]*[A-Za-z0-9+/=])?)")
 _WSP_RUN = re.compile(rb"[\t ]+")
 
 
@@ -156,11 +155,7 @@ def strip_b_value(value: bytes) -> bytes:
     """
     pieces = value.split(b";")
     for n, piece in enumerate(pieces):
-        start = _B_START.match(piece)
-        if start is None:
-            continue
-        begin = start.end()
-        run = _B_RUN.match(piece, begin)
-        end = begin + len(piece[begin : run.end() if run else begin].rstrip(WHITESPACE))
-        pieces[n] = piece[:begin] + piece[end:]
+        tag = _B_TAG.match(piece)
+        if tag:
+            pieces[n] = piece[: tag.start(1)] + piece[tag.end(1) :]
     return b";".join(pieces)

@@ -13,7 +13,7 @@ import re
 from dkim.util import DuplicateTag, InvalidTagSpec
 
 _BASE64 = re.compile(rb"[\s0-9A-Za-z+/]+[\s=]*\Z")
-WHITESPACE = b" \t\n\r\x0b\x0c"  # what ``\s`` matches in a bytes pattern, and bytes.strip()
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what ``\s`` matches in a bytes pattern, and bytes.strip()
 
 
 def parse_tag_list(tag_list: bytes) -> dict[bytes, bytes]:
@@ -37,12 +37,12 @@ def parse_tag_list(tag_list: bytes) -> dict[bytes, bytes]:
 
 def is_base64(value: bytes) -> bool:
     """A b= / bh= value is base64 (folding white space allowed) of a whole number of quanta."""
-    return bool(_BASE64.match(value)) and len(value.translate(None, WHITESPACE)) % 4 == 0
+    return bool(_BASE64.match(value)) and len(value.translate(None, _WHITESPACE)) % 4 == 0
 
 
 def decode_base64(value: bytes) -> bytes:
     """A b= / bh= value decoded (checked by :func:`is_base64`); b"" when it does not decode."""
     try:
-        return binascii.a2b_base64(value.translate(None, WHITESPACE))
+        return binascii.a2b_base64(value.translate(None, _WHITESPACE))
     except binascii.Error:
         return b""
